@@ -1,0 +1,32 @@
+"""minifast: a small, fast, fastai-style training loop for PyTorch, with callbacks."""
+
+from .callbacks import (
+    EVENTS,
+    Callback,
+    CallbackHandler,
+    CSVLogger,
+    EarlyStopping,
+    Printer,
+    ProgressBar,
+    Recorder,
+    SaveBestModel,
+    StopTraining,
+)
+from .data import ArrayLoader, ColumnarModelData, ModelData, check_val_idxs, get_cv_idxs, split_by_idx
+from .device import T, default_device, to_device
+from .fit import FitResult, fit, predict, validate
+from .optim import get_lrs, get_moms, set_lrs, set_moms, set_wds
+from .saving import CheckpointError, atomic_save, safe_load
+from .state import FitState
+from .stepper import NonFiniteLossError, Stepper
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EVENTS", "Callback", "CallbackHandler", "CSVLogger", "EarlyStopping", "Printer",
+    "ProgressBar", "Recorder", "SaveBestModel", "StopTraining",
+    "ArrayLoader", "ColumnarModelData", "ModelData", "check_val_idxs", "get_cv_idxs",
+    "split_by_idx", "T", "default_device", "to_device", "FitResult", "fit", "predict",
+    "validate", "get_lrs", "get_moms", "set_lrs", "set_moms", "set_wds", "CheckpointError",
+    "atomic_save", "safe_load", "FitState", "NonFiniteLossError", "Stepper",
+]

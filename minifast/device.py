@@ -1,0 +1,43 @@
+"""Where tensors live: the default device (CUDA when available) and `T`, array-like to tensor."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["default_device", "T", "to_device"]
+
+
+def default_device() -> torch.device:
+    """The device minifast trains on unless told otherwise: CUDA when available, else CPU."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def T(x, device: torch.device | str | None = None) -> torch.Tensor:
+    """Array-like to tensor on `device` (default: `default_device()`).
+
+    Integers become int64 (ready for embeddings), floats become float32; a tensor keeps its
+    dtype. pandas objects are converted through `.to_numpy()`.
+    """
+    device = default_device() if device is None else torch.device(device)
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if hasattr(x, "to_numpy"):
+        x = x.to_numpy()
+    a = np.asarray(x)
+    if a.dtype.kind in "iub":
+        a = a.astype(np.int64, copy=False)
+    elif a.dtype.kind == "f":
+        a = a.astype(np.float32, copy=False)
+    else:
+        raise TypeError(f"T: cannot make a tensor from an array of dtype {a.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+
+def to_device(batch, device: torch.device | str):
+    """Move a tensor, or a (nested) tuple/list of tensors, to `device`."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device) for b in batch)
+    return batch

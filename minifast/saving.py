@@ -1,0 +1,89 @@
+"""Saving and loading: atomic writes, and loads that cannot run code and fail clearly."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["atomic_save", "safe_load", "load_model_state", "CheckpointError"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or model file is missing, truncated, corrupt or does not match the model."""
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """`torch.save` to a temp file beside `path`, fsync, then rename over `path`.
+
+    A crash mid-write leaves the previous file intact: readers see the old file or the new
+    one, never half of one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return path
+
+
+def safe_load(path: str | os.PathLike, map_location=None) -> Any:
+    """`torch.load(weights_only=True)`, with a clear `CheckpointError` naming the file.
+
+    `weights_only=True` means a file from a stranger cannot run code when loaded.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such checkpoint/model file: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
+            OSError) as e:
+        size = path.stat().st_size
+        raise CheckpointError(
+            f"cannot load {path} ({size} bytes): the file is truncated, corrupt, or holds "
+            f"objects other than tensors and plain containers ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})"
+        ) from e
+
+
+def load_model_state(model: torch.nn.Module, state: dict, source: str | os.PathLike) -> None:
+    """`model.load_state_dict(state)` with an error that names missing/unexpected/mismatched keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected}")
+        if shapes:
+            parts.append("shape mismatches " + "; ".join(shapes))
+        raise CheckpointError(f"{source} does not match the model: " + ", ".join(parts))
+    model.load_state_dict(state)

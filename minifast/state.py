@@ -1,0 +1,76 @@
+"""The state of one training run, which every callback can read (and some may change)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from attrs import define, field
+
+__all__ = ["FitState"]
+
+
+@define
+class FitState:
+    """Everything `fit` knows about the run in progress; callbacks see it as `self.state`.
+
+    Counters: `epoch` (0-based, current), `iteration` (batches trained since the run began,
+    carried across a resume), `batch_idx` (within the epoch), `n_batches` (per epoch).
+    Per batch: `xs`, `y` (current batch, replaceable in `on_batch_begin`), `preds`,
+    `loss_tensor` (replaceable in `on_backward_begin`), `loss` (raw loss, float),
+    `avg_loss` (the exponential moving average, biased) and `smooth_loss` (debiased).
+    Per epoch: `vals` (`[val_loss, *metrics]`), `history` (one dict per finished epoch).
+    """
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    data: Any
+    stepper: Any
+    crit: Any
+    metrics: list = field(factory=list)
+    n_epochs: int = 1
+    avg_mom: float = 0.98
+    epoch: int = 0
+    iteration: int = 0
+    batch_idx: int = 0
+    n_batches: int = 0
+    xs: Any = None
+    y: Any = None
+    preds: Any = None
+    loss_tensor: Any = None
+    loss: float = float("nan")
+    avg_loss: float = 0.0
+    smooth_loss: float = float("nan")
+    vals: list = field(factory=list)
+    history: list = field(factory=list)
+    epoch_start: float = 0.0
+    interrupted: bool = False
+    stopped: bool = False
+    error: BaseException | None = None
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Column names of `vals`: `val_loss` then each metric's `__name__`."""
+        return ["val_loss"] + [getattr(m, "__name__", type(m).__name__) for m in self.metrics]
+
+    @property
+    def lr(self) -> float:
+        """Learning rate of the first parameter group (what a schedule set last)."""
+        return float(self.opt.param_groups[0]["lr"])
+
+    def state_dict(self) -> dict:
+        """Counters and loss averages (what a checkpoint needs to resume the loop itself)."""
+        return {
+            "epoch": self.epoch,
+            "iteration": self.iteration,
+            "batch_idx": self.batch_idx,
+            "avg_loss": self.avg_loss,
+            "smooth_loss": self.smooth_loss,
+            "history": [dict(h) for h in self.history],
+        }
+
+    def load_state_dict(self, sd: dict) -> None:
+        """Restore `state_dict()`."""
+        self.epoch, self.iteration, self.batch_idx = sd["epoch"], sd["iteration"], sd["batch_idx"]
+        self.avg_loss, self.smooth_loss = sd["avg_loss"], sd["smooth_loss"]
+        self.history = [dict(h) for h in sd["history"]]

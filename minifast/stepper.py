@@ -1,0 +1,129 @@
+"""The Stepper: one optimisation step, and evaluation of one batch."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from .callbacks import CallbackHandler
+
+__all__ = ["Stepper", "NonFiniteLossError", "check_output_shape"]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss was NaN or infinite; the step was not taken, so the weights are still good."""
+
+
+def check_output_shape(out: torch.Tensor, y: torch.Tensor) -> None:
+    """Refuse model outputs that would silently broadcast against the target in the loss.
+
+    `[bs]` against `[bs, 1]` broadcasts to `[bs, bs]` in `F.mse_loss`: the loss is then wrong
+    but finite, and training quietly learns the mean. Cross-entropy's `[bs, C]` vs `[bs]` has
+    different sizes and passes.
+    """
+    if not (isinstance(out, torch.Tensor) and isinstance(y, torch.Tensor)):
+        return
+    if out.shape == y.shape or out.numel() != y.numel() or out.ndim == 0:
+        return
+    raise ValueError(
+        f"model output has shape {tuple(out.shape)} but the target has shape {tuple(y.shape)}: "
+        f"the loss would broadcast them to {tuple(torch.broadcast_shapes(out.shape, y.shape))} "
+        f"and compare every prediction with every target. Make the model return "
+        f"{tuple(y.shape)} (e.g. `.view(-1, 1)` or `[:, None]` on its output) or reshape the target."
+    )
+
+
+class Stepper:
+    """One optimisation step: forward, loss, `reg_fn`, backward, clipping, weight decay, step.
+
+    `clip` > 0 clips the global gradient norm to `clip`. Decoupled weight decay is read from
+    each parameter group's `decoupled_wd` (see `set_wds`), applied as `p -= lr * wd * p` before
+    `opt.step()`. `stop_on_nan=False` lets a NaN/inf loss through (the default refuses it
+    before the step, so the weights keep their last good values).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        opt: torch.optim.Optimizer,
+        crit: Callable,
+        clip: float = 0.0,
+        reg_fn: Callable | None = None,
+        stop_on_nan: bool = True,
+        cbs: CallbackHandler | None = None,
+    ):
+        if clip is None:
+            clip = 0.0
+        if clip < 0:
+            raise ValueError(f"clip must be >= 0, got {clip}")
+        self.model, self.opt, self.crit = model, opt, crit
+        self.clip, self.reg_fn, self.stop_on_nan = float(clip), reg_fn, stop_on_nan
+        self.cbs = cbs if cbs is not None else CallbackHandler()
+        self._shape_checked = False
+
+    def loss(self, out, y) -> torch.Tensor:
+        """The criterion, with a clear error when output and target cannot be compared."""
+        if not self._shape_checked:
+            check_output_shape(out, y)
+            self._shape_checked = True
+        try:
+            return self.crit(out, y)
+        except (RuntimeError, ValueError) as e:
+            shapes = (getattr(out, "shape", None), getattr(y, "shape", None))
+            raise ValueError(
+                f"the loss {getattr(self.crit, '__name__', self.crit)!r} failed on model output "
+                f"of shape {tuple(shapes[0]) if shapes[0] is not None else '?'} and target of "
+                f"shape {tuple(shapes[1]) if shapes[1] is not None else '?'}: {e}"
+            ) from e
+
+    def step(self, xs, y, epoch: int | None = None) -> float:
+        """Train on one batch; return the raw loss (before `reg_fn`) as a float."""
+        cbs, state = self.cbs, self.cbs.state
+        out = self.model(*xs)
+        raw_loss = loss = self.loss(out, y)
+        if self.reg_fn is not None:
+            loss = self.reg_fn(out, xs, loss)
+        raw = raw_loss.item()  # the one host sync per step; also guards the weights below
+        if self.stop_on_nan:
+            total = raw if loss is raw_loss else loss.item()
+            if not math.isfinite(total):
+                raise NonFiniteLossError(f"loss is {total}")
+        if cbs.events["on_backward_begin"]:
+            state.preds, state.loss_tensor = out, loss
+            cbs("on_backward_begin")
+            loss = state.loss_tensor
+        loss.backward()
+        cbs("on_backward_end")
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.decay_weights()
+        cbs("on_step_begin")
+        self.opt.step()
+        cbs("on_step_end")
+        self.opt.zero_grad(set_to_none=True)
+        return raw
+
+    @torch.no_grad()
+    def decay_weights(self) -> None:
+        """Decoupled weight decay `p <- p * (1 - lr * wd)` for groups with `decoupled_wd`."""
+        for group in self.opt.param_groups:
+            wd = group.get("decoupled_wd", 0.0)
+            if wd:
+                params = [p for p in group["params"] if p.grad is not None]
+                if params:
+                    torch._foreach_mul_(params, 1.0 - float(group["lr"]) * wd)
+
+    @torch.no_grad()
+    def evaluate(self, xs, y) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predictions and loss for one batch, without gradients, in eval mode."""
+        was_training = self.model.training
+        if was_training:
+            self.model.eval()
+        try:
+            out = self.model(*xs)
+            return out, self.loss(out, y)
+        finally:
+            if was_training:
+                self.model.train()
