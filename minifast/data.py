@@ -102,7 +102,10 @@ def _as_tensor(a) -> torch.Tensor:
         a = a.astype(np.float32, copy=False)
     else:
         raise TypeError(f"ArrayLoader: cannot batch an array of dtype {a.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(a))
+    a = np.ascontiguousarray(a)
+    if not a.flags.writeable:  # pandas may hand out read-only views; torch wants writable memory
+        a = a.copy()
+    return torch.from_numpy(a)
 
 
 def _is_map_dataset(a) -> bool:

@@ -31,7 +31,10 @@ def T(x, device: torch.device | str | None = None) -> torch.Tensor:
         a = a.astype(np.float32, copy=False)
     else:
         raise TypeError(f"T: cannot make a tensor from an array of dtype {a.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+    a = np.ascontiguousarray(a)
+    if not a.flags.writeable:  # pandas may hand out read-only views; torch wants writable memory
+        a = a.copy()
+    return torch.from_numpy(a).to(device)
 
 
 def to_device(batch, device: torch.device | str):
