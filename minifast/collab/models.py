@@ -1,0 +1,153 @@
+"""Collaborative-filtering models: dot product, dot product with biases, and a small net.
+
+Calling convention. `fit` calls `model(*xs)` on `ColumnarModelData`'s `(cats, conts)`, so
+every model's `forward(cats, conts=None)` reads users from `cats[:, 0]` and items from
+`cats[:, 1]` (the lesson's signature; `conts` is ignored) and returns `[bs, 1]`, the shape
+of the targets. To score index tensors directly, `model(users, items)` also works (two 1-D
+integer tensors: the fastai v0.7 library's signature; the 1-D first argument is what tells
+the two apart), and `model.score(users, items)` returns a flat `[n]` tensor.
+
+Embeddings are named as in fastai v0.7's library: `u`/`i` (factors), `ub`/`ib` (biases), so
+interpretation code (`model.ib.weight`, `model.i.weight`) works on any of them.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["CollabModel", "EmbeddingDot", "EmbeddingDotBias", "EmbeddingNet", "get_emb", "MODELS"]
+
+
+def get_emb(n: int, n_factors: int, lo: float = -0.05, hi: float = 0.05) -> nn.Embedding:
+    """An embedding of `n` rows by `n_factors`, initialised uniform(lo, hi) as in fastai v0.7."""
+    e = nn.Embedding(n, n_factors)
+    with torch.no_grad():
+        e.weight.uniform_(lo, hi)
+    return e
+
+
+def _check_positive(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _check_range(min_score: float, max_score: float) -> tuple[float, float]:
+    lo, hi = float(min_score), float(max_score)
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(
+            f"the score range must be finite with min_score < max_score, got ({min_score}, "
+            f"{max_score}); with min == max the sigmoid output range collapses to a point"
+        )
+    return lo, hi
+
+
+class CollabModel(nn.Module):
+    """Base of the collab models: the `(cats, conts)` / `(users, items)` calling convention.
+
+    Subclasses implement `score(users, items) -> [n]` on index tensors.
+    """
+
+    def forward(self, cats: torch.Tensor, conts: torch.Tensor | None = None) -> torch.Tensor:
+        """Predictions `[n, 1]` for `cats[:, 0]` (users) and `cats[:, 1]` (items); or, with two
+        1-D integer tensors, for `model(users, items)`."""
+        if cats.ndim == 1:
+            if conts is None or conts.ndim != 1 or conts.dtype.is_floating_point:
+                raise ValueError(
+                    f"{type(self).__name__}: called with a 1-D first argument (users), so the "
+                    f"second must be a 1-D integer tensor of items; got "
+                    f"{None if conts is None else (tuple(conts.shape), conts.dtype)}"
+                )
+            users, items = cats, conts
+        elif cats.ndim == 2 and cats.shape[1] >= 2:
+            users, items = cats[:, 0], cats[:, 1]
+        else:
+            raise ValueError(
+                f"{type(self).__name__}: expected cats of shape [bs, 2] (user index, item index) "
+                f"or model(users, items) with 1-D tensors; got cats of shape {tuple(cats.shape)}"
+            )
+        return self.score(users, items)[:, None]
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Predicted scores `[n]` for the pairs `(users[j], items[j])` (0-based indices)."""
+        raise NotImplementedError
+
+
+class EmbeddingDot(CollabModel):
+    """The lesson's first model: the dot product of a user and an item embedding, no biases.
+
+    `EmbeddingDot(n_users, n_items, n_factors=50)`, factors initialised uniform(0, 0.05) as in
+    the lesson. Output is unbounded.
+    """
+
+    def __init__(self, n_users: int, n_items: int, n_factors: int = 50):
+        super().__init__()
+        n_users, n_items = _check_positive("n_users", n_users), _check_positive("n_items", n_items)
+        n_factors = _check_positive("n_factors", n_factors)
+        self.u = get_emb(n_users, n_factors, 0.0, 0.05)
+        self.i = get_emb(n_items, n_factors, 0.0, 0.05)
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Dot product of the user and item factors."""
+        return (self.u(users) * self.i(items)).sum(1)
+
+
+class EmbeddingDotBias(CollabModel):
+    """Dot product plus a bias per user and per item, squashed into the score range.
+
+    `sigmoid(u·i + ub + ib) * (max_score - min_score) + min_score`; four embeddings
+    initialised uniform(-0.05, 0.05) (fastai v0.7's `EmbeddingDotBias`).
+    """
+
+    def __init__(self, n_factors: int, n_users: int, n_items: int, min_score: float,
+                 max_score: float):
+        super().__init__()
+        n_factors = _check_positive("n_factors", n_factors)
+        n_users, n_items = _check_positive("n_users", n_users), _check_positive("n_items", n_items)
+        self.min_score, self.max_score = _check_range(min_score, max_score)
+        self.u, self.i = get_emb(n_users, n_factors), get_emb(n_items, n_factors)
+        self.ub, self.ib = get_emb(n_users, 1), get_emb(n_items, 1)
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """`sigmoid(dot + ub + ib)` scaled to `[min_score, max_score]`."""
+        res = (self.u(users) * self.i(items)).sum(1) + self.ub(users)[:, 0] + self.ib(items)[:, 0]
+        return torch.sigmoid(res) * (self.max_score - self.min_score) + self.min_score
+
+
+class EmbeddingNet(CollabModel):
+    """The lesson's neural net: concatenated embeddings, dropout, one hidden layer.
+
+    `dropout(p1) -> Linear(2*n_factors, nh) -> ReLU -> dropout(p2) -> Linear(nh, 1) ->
+    sigmoid * (max - min + 1) + min - 0.5` (half a step of head-room past each end, as in
+    the lesson, so the extreme ratings are reachable). Embeddings uniform(-0.05, 0.05).
+    """
+
+    def __init__(self, n_factors: int, n_users: int, n_items: int, min_score: float,
+                 max_score: float, nh: int = 10, p1: float = 0.05, p2: float = 0.5):
+        super().__init__()
+        n_factors = _check_positive("n_factors", n_factors)
+        n_users, n_items = _check_positive("n_users", n_users), _check_positive("n_items", n_items)
+        nh = _check_positive("nh", nh)
+        for name, p in (("p1", p1), ("p2", p2)):
+            if not 0 <= p < 1:
+                raise ValueError(f"{name} must be a dropout probability in [0, 1), got {p}")
+        self.min_score, self.max_score = _check_range(min_score, max_score)
+        self.u, self.i = get_emb(n_users, n_factors), get_emb(n_items, n_factors)
+        self.lin1, self.lin2 = nn.Linear(2 * n_factors, nh), nn.Linear(nh, 1)
+        self.drop1, self.drop2 = nn.Dropout(p1), nn.Dropout(p2)
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The net's prediction, scaled to `[min_score - 0.5, max_score + 0.5]`."""
+        x = self.drop1(torch.cat([self.u(users), self.i(items)], dim=1))
+        x = self.drop2(F.relu(self.lin1(x)))
+        span = self.max_score - self.min_score + 1
+        return torch.sigmoid(self.lin2(x))[:, 0] * span + self.min_score - 0.5
+
+
+#: Model names accepted by `CollabFilterDataset.get_model(model=...)`.
+MODELS = {"dotbias": EmbeddingDotBias, "dot": EmbeddingDot, "net": EmbeddingNet}

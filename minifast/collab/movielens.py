@@ -1,0 +1,87 @@
+"""MovieLens loaders: ratings and movies of ml-latest-small and ml-100k as one frame shape.
+
+Whatever the release, `load_ratings(path)` returns columns `userId, movieId, rating,
+timestamp` (int64, int64, float64, int64) and `load_movies(path)` returns `movieId, title,
+genres` (genres `|`-joined, `(no genres listed)` when none): the shape of ml-latest-small's
+`ratings.csv` / `movies.csv`. ml-100k's `u.data`/`u.item` are converted to it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["load_ratings", "load_movies", "movie_titles", "load_ml100k_split", "RATING_COLUMNS"]
+
+RATING_COLUMNS = ["userId", "movieId", "rating", "timestamp"]
+_NO_GENRES = "(no genres listed)"
+
+
+def _folder(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"no such MovieLens folder: {path}")
+    return path
+
+
+def _read_udata(file: Path) -> pd.DataFrame:
+    """A tab-separated `user item rating timestamp` file (u.data, u1.base, ...)."""
+    if not file.is_file():
+        raise FileNotFoundError(f"no such file: {file}")
+    df = pd.read_csv(file, sep="\t", header=None, names=RATING_COLUMNS,
+                     dtype={"userId": "int64", "movieId": "int64", "rating": "float64",
+                            "timestamp": "int64"})
+    return df
+
+
+def load_ratings(path: str | os.PathLike) -> pd.DataFrame:
+    """The ratings of the MovieLens folder `path` (`ratings.csv`, or ml-100k's `u.data`)."""
+    path = _folder(path)
+    if (path / "ratings.csv").is_file():
+        df = pd.read_csv(path / "ratings.csv")
+        return df.astype({"userId": "int64", "movieId": "int64", "rating": "float64"})
+    if (path / "u.data").is_file():
+        return _read_udata(path / "u.data")
+    raise FileNotFoundError(f"{path} holds neither ratings.csv nor u.data")
+
+
+def load_movies(path: str | os.PathLike) -> pd.DataFrame:
+    """The movies of the MovieLens folder `path` (`movies.csv`, or ml-100k's latin-1 `u.item`)."""
+    path = _folder(path)
+    if (path / "movies.csv").is_file():
+        return pd.read_csv(path / "movies.csv")
+    if (path / "u.item").is_file():
+        genre_names = _ml100k_genres(path)
+        items = pd.read_csv(path / "u.item", sep="|", header=None, encoding="latin-1")
+        flags = items.iloc[:, -len(genre_names):].to_numpy(dtype=bool)
+        names = np.array(genre_names, dtype=object)
+        genres = ["|".join(names[row]) or _NO_GENRES for row in flags]
+        return pd.DataFrame({"movieId": items[0].astype("int64"), "title": items[1],
+                             "genres": genres})
+    raise FileNotFoundError(f"{path} holds neither movies.csv nor u.item")
+
+
+def _ml100k_genres(path: Path) -> list[str]:
+    """Genre names in flag-column order (from u.genre when present)."""
+    f = path / "u.genre"
+    if f.is_file():
+        g = pd.read_csv(f, sep="|", header=None, names=["name", "idx"]).dropna()
+        return list(g.sort_values("idx")["name"])
+    return ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+            "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
+            "Romance", "Sci-Fi", "Thriller", "War", "Western"]
+
+
+def movie_titles(path: str | os.PathLike) -> pd.Series:
+    """`movieId -> title` of the MovieLens folder `path` (for interpretation and recommendations)."""
+    movies = load_movies(path)
+    return pd.Series(movies["title"].to_numpy(), index=movies["movieId"].to_numpy(), name="title")
+
+
+def load_ml100k_split(path: str | os.PathLike, split: str = "u1") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ml-100k's predefined split `split` (`u1`..`u5`, `ua`, `ub`): `(base, test)` rating frames."""
+    path = _folder(path)
+    return _read_udata(path / f"{split}.base"), _read_udata(path / f"{split}.test")
