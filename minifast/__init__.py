@@ -12,6 +12,7 @@ from .callbacks import (
     SaveBestModel,
     StopTraining,
 )
+from .checkpoint import Checkpoint, find_checkpoints, load_checkpoint, restore_checkpoint
 from .data import ArrayLoader, ColumnarModelData, ModelData, check_val_idxs, get_cv_idxs, split_by_idx
 from .device import T, default_device, to_device
 from .fit import FitResult, fit, predict, validate
@@ -28,5 +29,6 @@ __all__ = [
     "ArrayLoader", "ColumnarModelData", "ModelData", "check_val_idxs", "get_cv_idxs",
     "split_by_idx", "T", "default_device", "to_device", "FitResult", "fit", "predict",
     "validate", "get_lrs", "get_moms", "set_lrs", "set_moms", "set_wds", "CheckpointError",
+    "Checkpoint", "find_checkpoints", "load_checkpoint", "restore_checkpoint",
     "atomic_save", "safe_load", "FitState", "NonFiniteLossError", "Stepper",
 ]

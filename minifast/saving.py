@@ -63,8 +63,17 @@ def safe_load(path: str | os.PathLike, map_location=None) -> Any:
         raise CheckpointError(
             f"cannot load {path} ({size} bytes): the file is truncated, corrupt, or holds "
             f"objects other than tensors and plain containers ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''})"
+            f"{_load_reason(e)})"
         ) from e
+
+
+def _load_reason(e: BaseException) -> str:
+    """The informative line of a torch.load error (weights_only errors put it mid-text)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if "WeightsUnpickler error:" in ln:  # e.g. "Unsupported global: GLOBAL pkg.Class ..."
+            return ln.split("WeightsUnpickler error:", 1)[1].split(". Please use")[0].strip()
+    return lines[0] if lines else ""
 
 
 def load_model_state(model: torch.nn.Module, state: dict, source: str | os.PathLike) -> None:

@@ -1,0 +1,401 @@
+"""Checkpoints of a whole training run, and exact resume from them.
+
+A checkpoint holds everything the loop needs to continue as if it had never stopped: the
+model and optimiser states, the loop's counters and smoothed-loss state, the recorder's
+history, the state of any callback with `state_dict`/`load_state_dict` (schedules), every
+global RNG (torch CPU and CUDA, numpy, Python `random`) and the training loader's shuffle
+state. `fit(..., resume=path)` restores it all before `on_train_begin`, so with the same
+seed the resumed run ends with bit-identical weights.
+
+Files are written atomically (temp file, fsync, rename) and only by the main process; they
+hold only tensors and plain containers, so they load with `torch.load(weights_only=True)`
+and a file from a stranger cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .callbacks import Callback, CallbackHandler, Printer, Recorder
+from .distributed import is_main_process, unwrap
+from .saving import CheckpointError, atomic_save, load_model_state, safe_load
+from .state import FitState
+
+__all__ = ["Checkpoint", "restore_checkpoint", "load_checkpoint", "find_checkpoints"]
+
+FORMAT = "minifast.checkpoint"
+VERSION = 1
+_SUFFIXES = (".pt", ".pth", ".ckpt")
+_NAME = re.compile(r"^(?P<prefix>.+)-(?P<iteration>\d+)\.pt$")
+
+
+class Checkpoint(Callback):
+    """Saves the whole run at every epoch end (and every `every_n_iters` batches), keeping
+    the last `keep` files; on Ctrl-C, saves where training stopped and prints how to resume.
+
+    `path` is a directory (files `ckpt-<iteration>.pt` in it) or a file name such as
+    `"runs/model.pt"` (files `runs/model-<iteration>.pt`). Resume with
+    `fit(..., resume=True)` (this callback's newest checkpoint), a directory or a file.
+    `every_n_epochs=None` turns epoch-end saves off (the last epoch is always saved).
+    """
+
+    order = 90  # after every other callback's on_batch_end/on_epoch_end (schedules, recorder)
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        every_n_iters: int | None = None,
+        keep: int | None = 3,
+        every_n_epochs: int | None = 1,
+    ):
+        for name, v in (("every_n_iters", every_n_iters), ("keep", keep),
+                        ("every_n_epochs", every_n_epochs)):
+            if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool)
+                                  or v < 1):
+                raise ValueError(f"Checkpoint: {name} must be None or an integer >= 1, got {v!r}")
+        path = Path(path)
+        if path.suffix in _SUFFIXES:
+            self.dir, self.prefix = path.parent, path.stem
+        else:
+            self.dir, self.prefix = path, "ckpt"
+        self.every_n_iters, self.keep, self.every_n_epochs = every_n_iters, keep, every_n_epochs
+        self.last_path: Path | None = None
+        self._last_pos: tuple | None = None
+        self._in_batch, self._it0 = False, 0
+
+    def path_for(self, iteration: int) -> Path:
+        """The file a checkpoint taken after `iteration` batches goes to."""
+        return self.dir / f"{self.prefix}-{iteration:08d}.pt"
+
+    def checkpoints(self) -> list[Path]:
+        """This callback's checkpoint files, newest first."""
+        return find_checkpoints(self.dir, self.prefix)
+
+    # -- events --------------------------------------------------------------------------
+    def on_train_begin(self) -> None:
+        self._in_batch, self._last_pos = False, None
+        old = self.checkpoints() if is_main_process() else []
+        if old and self.state.iteration == 0:
+            warnings.warn(
+                f"Checkpoint: {self.dir} already holds {len(old)} checkpoint(s) named "
+                f"{self.prefix}-*.pt from an earlier run; this new run will replace them "
+                f"(keep={self.keep}). To continue that run instead, pass resume=True.",
+                stacklevel=2,
+            )
+
+    def on_batch_begin(self) -> None:
+        self._in_batch, self._it0 = True, self.state.iteration
+
+    def on_batch_end(self, loss: float) -> None:
+        self._in_batch = False
+        if self.every_n_iters and self.state.iteration % self.every_n_iters == 0:
+            self.save()
+
+    def on_epoch_end(self, vals: list[float]) -> None:
+        s = self.state
+        if (self.every_n_epochs and (s.epoch + 1) % self.every_n_epochs == 0) or (
+                s.epoch + 1 >= s.n_epochs):
+            self.save()
+
+    def on_train_end(self) -> None:
+        if not self.state.interrupted or not is_main_process():
+            return
+        s = self.state
+        where = f"epoch {s.epoch}, batch {s.batch_idx}/{s.n_batches} (iteration {s.iteration})"
+        try:
+            path = self.save()
+        except Exception as e:  # never hide the KeyboardInterrupt behind a failed save
+            path = None
+            print(f"minifast: could not write a checkpoint on interrupt: {type(e).__name__}: {e}",
+                  file=sys.stderr)
+        if path is not None:
+            msg = (f"minifast: training interrupted at {where}; checkpoint saved to {path}; "
+                   f'resume with fit(..., resume="{path}")')
+        elif self.last_path is not None:
+            msg = (f"minifast: training interrupted mid-step at {where}; no checkpoint there; "
+                   f'resume from the last one with fit(..., resume="{self.last_path}")')
+        else:
+            msg = f"minifast: training interrupted at {where}; no checkpoint to resume from"
+        print(msg, file=sys.stderr, flush=True)
+
+    # -- saving ----------------------------------------------------------------------------
+    def resume_position(self) -> tuple[int, int] | None:
+        """`(epoch, batch_idx)` to resume from if training stopped now, or None mid-step."""
+        s = self.state
+        if self._in_batch and s.iteration != self._it0 + 1:
+            return None  # interrupted inside a step: weights/RNG are not those of a boundary
+        if len(s.history) > s.epoch:  # this epoch is validated and recorded: the next one is due
+            return s.epoch + 1, 0
+        return s.epoch, s.batch_idx
+
+    def save(self) -> Path | None:
+        """Write a checkpoint of the run now (main process only); returns its path, or None
+        when the run is mid-step (no consistent state to save) or this is not rank 0."""
+        pos = self.resume_position()
+        if pos is None or not is_main_process():
+            return None
+        s = self.state
+        key = (*pos, s.iteration)
+        if key == self._last_pos and self.last_path is not None and self.last_path.is_file():
+            return self.last_path  # already saved at exactly this point
+        cbs = getattr(s.stepper, "cbs", None)
+        path = atomic_save(make_checkpoint(s, cbs, pos), self.path_for(s.iteration))
+        self.last_path, self._last_pos = path, key
+        self._prune(path)
+        return path
+
+    def _prune(self, newest: Path) -> None:
+        if self.keep is None:
+            return
+        files = [newest] + [p for p in self.checkpoints() if p != newest]
+        for p in files[self.keep:]:
+            p.unlink(missing_ok=True)
+
+
+def find_checkpoints(directory: str | os.PathLike, prefix: str | None = None) -> list[Path]:
+    """Checkpoint files (`<prefix>-<iteration>.pt`) in `directory`, newest first (by
+    modification time, then iteration)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = []
+    for p in directory.iterdir():
+        m = _NAME.match(p.name)
+        if m and (prefix is None or m["prefix"] == prefix) and p.is_file():
+            try:
+                found.append((p.stat().st_mtime_ns, int(m["iteration"]), p))
+            except OSError:  # removed meanwhile
+                pass
+    return [p for *_, p in sorted(found, reverse=True)]
+
+
+# -- what a checkpoint holds --------------------------------------------------------------
+def _callback_states(cbs: CallbackHandler | None) -> dict[str, Any]:
+    """Callbacks with `state_dict`/`load_state_dict` (other than the recorder and
+    checkpointers), keyed by class name (`Name#1` for a second instance)."""
+    out: dict[str, Any] = {}
+    for cb in cbs.callbacks if cbs is not None else ():
+        if isinstance(cb, (Recorder, Checkpoint)):
+            continue
+        if callable(getattr(cb, "state_dict", None)) and callable(getattr(cb, "load_state_dict", None)):
+            name = type(cb).__qualname__
+            key, i = name, 1
+            while key in out:
+                key, i = f"{name}#{i}", i + 1
+            out[key] = cb
+    return out
+
+
+def _plain(obj: Any, where: str) -> Any:
+    """`obj` with numpy values turned into Python numbers/tensors; anything that
+    `torch.load(weights_only=True)` would refuse raises a TypeError naming where it is."""
+    if obj is None or type(obj) in (bool, int, float, str) or isinstance(obj, torch.Tensor):
+        return obj
+    for t in (bool, int, float, str):  # subclasses (IntEnum, TorchVersion) are not loadable
+        if isinstance(obj, t):
+            return t(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.array(obj))
+    if isinstance(obj, dict):
+        return {k: _plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        items = [_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return tuple(items) if isinstance(obj, tuple) else items
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(
+        f"cannot checkpoint {where}: a {type(obj).__name__} is not a tensor, number, string "
+        f"or plain list/dict, so torch.load(weights_only=True) could not read it back"
+    )
+
+
+def _rng_states() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, py_state, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": int(version), "state": torch.tensor(py_state, dtype=torch.int64),
+                   "gauss_next": gauss_next},
+    }
+
+
+def _set_rng_states(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"].to("cpu", torch.uint8))
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        for i, s in enumerate(rng["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s.to("cpu", torch.uint8), i)
+    n = rng["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached_gaussian"]))
+    p = rng["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
+
+
+def make_checkpoint(state: FitState, cbs: CallbackHandler | None,
+                    position: tuple[int, int] | None = None) -> dict[str, Any]:
+    """The checkpoint dict of a run: resuming from it continues at `position`
+    (`(epoch, batch_idx)`, default the state's own counters)."""
+    epoch, batch_idx = position if position is not None else (state.epoch, state.batch_idx)
+    st = state.state_dict()
+    st.update(epoch=epoch, batch_idx=batch_idx, vals=list(state.vals))
+    rec = cbs.find(Recorder) if cbs is not None else None
+    dl = getattr(state.data, "trn_dl", None)
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "torch_version": str(torch.__version__),
+        "n_epochs": int(state.n_epochs),
+        "n_batches": int(state.n_batches),
+        "model": unwrap(state.model).state_dict(),
+        "opt": _plain(state.opt.state_dict(), "optimizer state"),
+        "state": _plain(st, "fit state"),
+        "recorder": None if rec is None else _plain(rec.state_dict(), "recorder"),
+        "callbacks": {k: _plain(cb.state_dict(), f"callback {k}")
+                      for k, cb in _callback_states(cbs).items()},
+        "rng": _rng_states(),
+        "loader": _plain(dl.state_dict(), "loader") if callable(getattr(dl, "state_dict", None))
+        else None,
+    }
+
+
+# -- loading and restoring ------------------------------------------------------------------
+_REQUIRED = ("model", "opt", "state", "rng", "n_batches")
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint file safely (`weights_only=True`, on the CPU) and check its format;
+    a missing, truncated, corrupt or foreign file raises an error naming it."""
+    path = Path(path)
+    ckpt = safe_load(path, map_location="cpu")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not a minifast training checkpoint (no format={FORMAT!r}; a file saved "
+            f"by learn.save/torch.save of a state_dict holds weights only: load it with "
+            f"learn.load or load_model_state, not resume)"
+        )
+    if not isinstance(ckpt.get("version"), int) or ckpt["version"] > VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {ckpt.get('version')!r}; this minifast reads "
+            f"versions up to {VERSION}: upgrade minifast to resume from it"
+        )
+    missing = [k for k in _REQUIRED if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} is an incomplete checkpoint: missing {missing}")
+    return ckpt
+
+
+def _load_newest(directory: Path, prefix: str | None) -> tuple[Path, dict]:
+    files = find_checkpoints(directory, prefix)
+    if not files:
+        raise FileNotFoundError(f"no checkpoint files (<name>-<iteration>.pt) in {directory}")
+    errors = []
+    for p in files:
+        try:
+            ckpt = load_checkpoint(p)
+        except (CheckpointError, OSError) as e:
+            errors.append(f"{p.name}: {e}")
+            continue
+        if errors:
+            warnings.warn(
+                f"resume: skipped {len(errors)} unreadable checkpoint(s) in {directory} and "
+                f"resumed from the newest good one, {p.name} ({'; '.join(errors)})",
+                stacklevel=3,
+            )
+        return p, ckpt
+    raise CheckpointError(f"no loadable checkpoint in {directory}: " + "; ".join(errors))
+
+
+def _check_optimizer(opt: torch.optim.Optimizer, sd: dict, path: Path) -> None:
+    groups = sd.get("param_groups", [])
+    ours = [len(g["params"]) for g in opt.param_groups]
+    theirs = [len(g.get("params", ())) for g in groups]
+    if ours != theirs:
+        raise CheckpointError(
+            f"{path}: the optimiser state has {len(theirs)} parameter group(s) of sizes {theirs}, "
+            f"but this optimiser has {len(ours)} of sizes {ours}"
+        )
+
+
+def restore_checkpoint(resume, state: FitState, cbs: CallbackHandler) -> Path | None:
+    """Restore a run from a checkpoint before training continues (called by `fit`).
+
+    `resume` is a checkpoint file, a directory (its newest loadable checkpoint; an unreadable
+    newer one is skipped with a warning), or True: the `Checkpoint` callback's own files
+    (training starts from scratch, with a warning, when there are none yet). Restores the
+    model, optimiser, loop counters and loss averages, recorder, callbacks' states, RNGs and
+    the training loader's shuffle state. Returns the file used (None when nothing was).
+    """
+    if resume is None or resume is False:
+        return None
+    own = cbs.find(Checkpoint)
+    if resume is True:
+        if own is None:
+            raise ValueError("resume=True resumes from the Checkpoint callback's files, but "
+                             "no Checkpoint callback was given: pass callbacks=[Checkpoint(dir)] "
+                             "or resume=<checkpoint file or directory>")
+        if not find_checkpoints(own.dir, own.prefix):
+            warnings.warn(f"resume=True: no checkpoint in {own.dir} yet; training from the start",
+                          stacklevel=3)
+            return None
+        path, ckpt = _load_newest(own.dir, own.prefix)
+    elif isinstance(resume, (str, os.PathLike)):
+        target = Path(resume)
+        if target.is_dir():
+            prefix = own.prefix if own is not None and own.dir.resolve() == target.resolve() else None
+            path, ckpt = _load_newest(target, prefix)
+        else:
+            path, ckpt = target, load_checkpoint(target)
+    else:
+        raise TypeError(f"resume must be a checkpoint path, a directory or True; got {resume!r}")
+    _apply(ckpt, state, cbs, path)
+    if cbs.find(Printer) is not None and is_main_process():
+        s = state
+        print(f"resuming from {path}: epoch {s.epoch}, batch {s.batch_idx}/{s.n_batches} "
+              f"(iteration {s.iteration})", flush=True)
+    return path
+
+
+def _apply(ckpt: dict, state: FitState, cbs: CallbackHandler, path: Path) -> None:
+    # Check everything that can mismatch before changing anything.
+    if ckpt["n_batches"] != state.n_batches:
+        raise CheckpointError(
+            f"{path} was saved with {ckpt['n_batches']} batches per epoch, but this data has "
+            f"{state.n_batches}: resuming needs the same training data and batch size"
+        )
+    _check_optimizer(state.opt, ckpt["opt"], path)
+    model = unwrap(state.model)
+    load_model_state(model, ckpt["model"], path)  # checks keys and shapes before loading
+    try:
+        state.opt.load_state_dict(ckpt["opt"])
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: the optimiser state does not fit this optimiser: {e}") from e
+    state.load_state_dict(ckpt["state"])
+    state.vals = list(ckpt["state"].get("vals", []))
+    rec = cbs.find(Recorder)
+    if rec is not None and ckpt.get("recorder") is not None:
+        rec.load_state_dict(ckpt["recorder"])
+    saved, current = ckpt.get("callbacks") or {}, _callback_states(cbs)
+    for key, cb in current.items():
+        if key in saved:
+            cb.load_state_dict(saved[key])
+        else:
+            warnings.warn(f"resume: {path} holds no state for callback {key}; it starts afresh",
+                          stacklevel=4)
+    dl = getattr(state.data, "trn_dl", None)
+    if ckpt.get("loader") is not None and callable(getattr(dl, "load_state_dict", None)):
+        dl.load_state_dict(ckpt["loader"])
+    _set_rng_states(ckpt["rng"])
