@@ -16,8 +16,21 @@ from .checkpoint import Checkpoint, find_checkpoints, load_checkpoint, restore_c
 from .data import ArrayLoader, ColumnarModelData, ModelData, check_val_idxs, get_cv_idxs, split_by_idx
 from .device import T, default_device, to_device
 from .fit import FitResult, fit, predict, validate
+from .learner import Learner, default_crit
 from .optim import get_lrs, get_moms, set_lrs, set_moms, set_wds
+from .plots import plot_loss, plot_lr, plot_lr_find
 from .saving import CheckpointError, atomic_save, safe_load
+from .schedules import (
+    CircularLR,
+    CircularLR_beta,
+    ConstantLR,
+    CosAnneal,
+    LR_Finder,
+    LR_Updater,
+    OneCycle,
+    lr_suggestion,
+    sum_geom,
+)
 from .state import FitState
 from .stepper import NonFiniteLossError, Stepper
 
@@ -31,4 +44,7 @@ __all__ = [
     "validate", "get_lrs", "get_moms", "set_lrs", "set_moms", "set_wds", "CheckpointError",
     "Checkpoint", "find_checkpoints", "load_checkpoint", "restore_checkpoint",
     "atomic_save", "safe_load", "FitState", "NonFiniteLossError", "Stepper",
+    "Learner", "default_crit", "plot_loss", "plot_lr", "plot_lr_find", "CircularLR",
+    "CircularLR_beta", "ConstantLR", "CosAnneal", "LR_Finder", "LR_Updater", "OneCycle",
+    "lr_suggestion", "sum_geom",
 ]
