@@ -7,7 +7,6 @@ it 20-100x cheaper than `torch.utils.data.DataLoader` with default collate on ta
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -177,8 +176,25 @@ class ArrayLoader:
         return self.batch_size * self.world_size
 
     def __len__(self) -> int:
-        gbs = self.global_batch_size
-        return self.n // gbs if self.drop_last else math.ceil(self.n / gbs)
+        full, rest = divmod(self.n, self.global_batch_size)
+        # Sharded, a leftover of fewer rows than ranks joins the last full batch instead of
+        # giving some rank an empty batch (see `bounds`).
+        return full + int(rest > 0 and not self.drop_last and (rest >= self.world_size or full == 0))
+
+    def bounds(self, i: int, rank: int | None = None) -> tuple[int, int]:
+        """Positions `[start, stop)` in the epoch order of batch `i` of `rank` (default: ours).
+
+        Global batch `i` holds rows `[i*B, (i+1)*B)` of the order, `B = batch_size*world_size`;
+        rank `r` takes its `r`-th contiguous slice. The last global batch (the `rest` rows
+        left over, plus a full batch when `rest < world_size`) is split as evenly as possible,
+        shard sizes differing by at most one row: every rank takes the same number of steps,
+        none gets an empty batch, and each row is used exactly once per epoch across ranks.
+        """
+        rank = self.rank if rank is None else rank
+        gbs, last = self.global_batch_size, len(self) - 1
+        lo = i * gbs
+        size = self.n - lo if i == last and not self.drop_last else gbs
+        return lo + rank * size // self.world_size, lo + (rank + 1) * size // self.world_size
 
     def __iter__(self) -> Iterator[tuple]:
         return self.batches(0)
@@ -187,10 +203,9 @@ class ArrayLoader:
         """Iterate the current epoch from batch `start` (a resumed run skips without work)."""
         perm = self.order()
         self.epoch += 1
-        gbs, bs, lo = self.global_batch_size, self.batch_size, self.rank * self.batch_size
         dev = self.device
         for i in range(start, len(self)):
-            idx = perm[i * gbs + lo : i * gbs + lo + bs]
+            idx = perm[slice(*self.bounds(i))]
             if self.dataset is not None:
                 batch = self._collate(idx)
             else:

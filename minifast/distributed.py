@@ -1,11 +1,46 @@
-"""Distributed helpers: who is the main process, and the module inside a DDP wrapper."""
+"""Distributed data-parallel training: joining the process group `torchrun` describes, and
+what `fit` does differently under DistributedDataParallel (DDP).
+
+A script runs unchanged under `torchrun --nproc_per_node N script.py`: `fit` sees torchrun's
+environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), joins the process group
+(gloo on CPU, nccl on CUDA, one GPU per local rank), and for the duration of the call wraps the
+model in DDP and shards both loaders across ranks. `distributed_session()` makes the group's
+lifetime explicit (and picks the GPU before the model is built); `fit(..., distributed=False)`
+opts out. See docs/distributed.md for what is synchronised and why.
+"""
 
 from __future__ import annotations
+
+import atexit
+import datetime
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["is_main_process", "unwrap", "rank", "world_size", "all_reduce_sums"]
+from .callbacks import Callback
+from .device import default_device
+from .state import FitState
+
+__all__ = [
+    "is_main_process",
+    "unwrap",
+    "rank",
+    "world_size",
+    "local_rank",
+    "all_reduce_sums",
+    "is_launched",
+    "init_distributed",
+    "destroy_distributed",
+    "distributed_session",
+    "is_sharded",
+    "DistributedFit",
+]
+
+# Whether minifast initialised the default process group (and so may destroy it).
+_owned = False
 
 
 def rank() -> int:
@@ -18,9 +53,19 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def local_rank() -> int:
+    """This process's rank on its machine (torchrun's LOCAL_RANK; 0 when not launched)."""
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
 def is_main_process() -> bool:
     """True on rank 0 or when not distributed: the process that prints and writes files."""
     return rank() == 0
+
+
+def is_launched() -> bool:
+    """Whether this process was started by `torchrun` (or anything setting RANK/WORLD_SIZE)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -29,15 +74,221 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
         model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)) else model
 
 
+def _backend() -> str:
+    return "nccl" if default_device().type == "cuda" else "gloo"
+
+
+def _device() -> torch.device:
+    """The device of this rank: its GPU under nccl, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def init_distributed(backend: str | None = None, timeout: float | None = None) -> bool:
+    """Join the process group described by torchrun's environment variables.
+
+    `backend` defaults to nccl when CUDA is available (this process then uses GPU LOCAL_RANK)
+    and gloo otherwise; `timeout` (seconds) bounds how long a collective waits for the other
+    ranks. Returns True if this call initialised the group, False if it already was.
+    """
+    global _owned
+    if not dist.is_available():
+        raise RuntimeError("this build of PyTorch has no torch.distributed support")
+    if dist.is_initialized():
+        return False
+    if not is_launched():
+        raise RuntimeError(
+            "init_distributed: RANK and WORLD_SIZE are not set. Start the script with torchrun, "
+            "e.g. `torchrun --nproc_per_node 2 train.py` (see docs/distributed.md), or call "
+            "torch.distributed.init_process_group yourself."
+        )
+    backend = backend or _backend()
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank())
+    kw = {} if timeout is None else {"timeout": datetime.timedelta(seconds=timeout)}
+    dist.init_process_group(backend, init_method="env://", **kw)
+    _owned = True
+    return True
+
+
+def destroy_distributed() -> None:
+    """Leave the process group, if minifast initialised it (a user's own group is left alone)."""
+    global _owned
+    if _owned and dist.is_initialized():
+        dist.destroy_process_group()
+    _owned = False
+
+
+@contextmanager
+def distributed_session(backend: str | None = None, timeout: float | None = None) -> Iterator[bool]:
+    """`with distributed_session():` joins torchrun's process group on entry and leaves it on
+    exit, also on error. Outside torchrun it does nothing, so the script runs in one process.
+
+    Yields whether the run is distributed. Entering it before building the model puts the
+    model on this rank's GPU from the start.
+    """
+    owner = is_launched() and init_distributed(backend, timeout)
+    try:
+        yield world_size() > 1
+    finally:
+        if owner:
+            destroy_distributed()
+
+
+def is_sharded(dl) -> bool:
+    """Whether `dl` yields only this rank's share of the data (so its sums need all-reducing)."""
+    return getattr(dl, "world_size", 1) > 1
+
+
 def all_reduce_sums(total, n: int, sums: list):
     """Sum a validation pass's loss total, row count and metric sums over all ranks."""
     if world_size() == 1:
         return total, n, sums
-    dev = total.device if isinstance(total, torch.Tensor) else torch.device("cpu")
-    if dist.get_backend() == "nccl":
-        dev = torch.device("cuda", torch.cuda.current_device())
     buf = torch.tensor([float(total), float(n), *[float(s) for s in sums]], dtype=torch.float64,
-                       device=dev)
+                       device=_device())
     dist.all_reduce(buf)
     vals = buf.tolist()
     return vals[0], int(vals[1]), vals[2:]
+
+
+def _auto_init(distributed: bool | None) -> bool:
+    """Whether `fit` trains with DDP; joins torchrun's group first when needed."""
+    if distributed is False:
+        return False
+    if not (dist.is_available() and dist.is_initialized()):
+        if not is_launched():
+            if distributed:
+                raise RuntimeError(
+                    "fit(distributed=True) needs a process group: start the script with torchrun "
+                    "(e.g. `torchrun --nproc_per_node 2 train.py`) or call init_distributed()."
+                )
+            return False
+        if int(os.environ["WORLD_SIZE"]) <= 1:
+            return False
+        if init_distributed():
+            atexit.register(destroy_distributed)
+    return world_size() > 1
+
+
+def _loader_info(dl) -> tuple | None:
+    if dl is None or not hasattr(dl, "bounds"):
+        return None
+    return (type(dl).__name__, dl.n, dl.batch_size, bool(dl.shuffle), bool(dl.drop_last))
+
+
+class _ShardSync(Callback):
+    """Exact global semantics of a sharded step and of the reported training loss.
+
+    A step's gradient is DDP's average of the ranks' gradients. Every step but the last of an
+    epoch has equal shards, so that average is the gradient of the mean loss over the global
+    batch. The last step's shards may differ by a row: each rank's loss is weighted by
+    `world_size * rows_here / rows_in_step`, which makes the average exact again (for a
+    mean-reduced criterion, the default of torch's losses). At each epoch's end the ranks'
+    loss averages are averaged (one all-reduce per epoch): the reported `trn_loss` is then
+    the same on every rank, the smoothed loss of the global batches.
+    """
+
+    order = -30  # before the Recorder, so it records the corrected smoothed loss
+
+    def __init__(self, dl):
+        self.dl = dl
+        self.weight = 1.0
+
+    def _step_weight(self, i: int) -> float:
+        dl, w = self.dl, self.dl.world_size
+        start, stop = dl.bounds(i)
+        rows = dl.bounds(i, w - 1)[1] - dl.bounds(i, 0)[0]
+        return w * (stop - start) / rows
+
+    def on_batch_begin(self) -> None:
+        self.weight = self._step_weight(self.state.batch_idx)
+
+    def on_backward_begin(self) -> None:
+        if self.weight != 1.0:
+            self.state.loss_tensor = self.state.loss_tensor * self.weight
+
+    def on_batch_end(self, loss: float) -> None:
+        if self.weight != 1.0:
+            s = self.state
+            s.avg_loss += (self.weight - 1.0) * loss * (1 - s.avg_mom)
+            s.smooth_loss = s.avg_loss / (1 - s.avg_mom**s.iteration)
+
+    def on_validate_begin(self) -> None:
+        s = self.state
+        buf = torch.tensor([s.avg_loss], dtype=torch.float64, device=_device())
+        dist.all_reduce(buf)
+        s.avg_loss = buf.item() / world_size()
+        if s.iteration:
+            s.smooth_loss = s.avg_loss / (1 - s.avg_mom**s.iteration)
+
+
+class DistributedFit:
+    """What `fit` does under DDP, for the duration of one call (used by `fit`).
+
+    `start` checks that every rank holds the same data, gives every rank rank 0's shuffling
+    seed, shards the training and validation `ArrayLoader`s across ranks, and wraps the model
+    in DistributedDataParallel for the stepper (`state.model` stays the user's module, whose
+    Parameters the optimiser holds). `stop` undoes all of it. `distributed=None` means: when
+    launched by torchrun or a process group of more than one rank exists; False: never.
+    """
+
+    def __init__(self, distributed: bool | None = None, data=None):
+        self.active = _auto_init(distributed)
+        self.callbacks: list[Callback] = []
+        self._undo: list = []
+        if self.active:
+            dl = data.trn_dl
+            if not hasattr(dl, "bounds"):
+                raise TypeError(
+                    f"distributed fit needs the training loader to be an ArrayLoader (which also "
+                    f"wraps any map-style Dataset), got {type(dl).__name__}"
+                )
+            self.callbacks = [_ShardSync(dl)]
+
+    def start(self, state: FitState) -> None:
+        """Agree on the data, shard the loaders, wrap the model (no-op when not active)."""
+        if not self.active:
+            return
+        try:
+            self._start(state)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, state: FitState) -> None:
+        W, data = world_size(), state.data
+        loaders = [dl for dl in (data.trn_dl, data.val_dl) if _loader_info(dl) is not None]
+        mine = ([_loader_info(dl) for dl in loaders], [dl.seed for dl in loaders])
+        everyone: list = [None] * W
+        dist.all_gather_object(everyone, mine)
+        for r, (info, _) in enumerate(everyone):
+            if info != mine[0]:
+                raise ValueError(
+                    f"ranks hold different data: rank {rank()} has loaders (type, rows, batch_size, "
+                    f"shuffle, drop_last) {mine[0]}, rank {r} has {info}. Every rank must load the "
+                    f"same data set and split."
+                )
+        if data.trn_dl.n < W:
+            raise ValueError(f"the training set has {data.trn_dl.n} rows, fewer than the {W} ranks")
+        for dl, seed in zip(loaders, everyone[0][1], strict=True):
+            # rank 0's seed is kept after the run too: a seed drawn at random differs by rank
+            self._undo.append((dl, "rank", dl.rank))
+            self._undo.append((dl, "world_size", dl.world_size))
+            dl.seed, dl.rank, dl.world_size = seed, rank(), W
+        state.n_batches = len(data.trn_dl)
+        model = unwrap(state.model)
+        dev = _device()
+        p = next(model.parameters(), None)
+        if p is not None and p.device != dev and dev.type == "cuda":
+            model.to(dev)
+        ids = [dev.index] if dev.type == "cuda" else None
+        stepper = state.stepper
+        self._undo.append((stepper, "model", stepper.model))
+        stepper.model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    def stop(self) -> None:
+        """Restore the loaders' sharding and the stepper's model."""
+        for obj, name, value in reversed(self._undo):
+            setattr(obj, name, value)
+        self._undo = []

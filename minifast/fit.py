@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .callbacks import Callback, CallbackHandler, Printer, ProgressBar, Recorder, StopTraining
-from .distributed import is_main_process
+from .distributed import DistributedFit, all_reduce_sums, is_main_process, is_sharded
 from .state import FitState
 from .stepper import NonFiniteLossError, Stepper
 
@@ -52,6 +52,7 @@ def fit(
     verbose: bool = True,
     avg_mom: float = 0.98,
     resume=None,
+    distributed: bool | None = None,
     **kwargs,
 ) -> FitResult:
     """Train `model` on `data.trn_dl` for `n_epochs`, validating on `data.val_dl` each epoch.
@@ -60,14 +61,18 @@ def fit(
     debiased as `avg_loss / (1 - avg_mom**iteration)`. Extra `kwargs` (`clip`, `reg_fn`,
     `stop_on_nan`) go to the `stepper`. `progress` (default: when stderr is a terminal) shows
     tqdm bars; `verbose` prints a row per epoch. `resume` is a checkpoint path (see
-    `Checkpoint`). Returns a `FitResult`: the final `[val_loss, *metrics]` with the history.
+    `Checkpoint`). `distributed` (default: when launched by torchrun) trains with
+    DistributedDataParallel, sharding the loaders across ranks (see minifast.distributed);
+    False never does. Returns a `FitResult`: the final `[val_loss, *metrics]` with the history.
     """
     if not isinstance(n_epochs, (int, np.integer)) or n_epochs < 0:
         raise ValueError(f"n_epochs must be a non-negative integer, got {n_epochs!r}")
     metrics = check_metrics(metrics)
+    ddp = DistributedFit(distributed, data)  # joins torchrun's group first: rank 0 reports
     recorder = Recorder()
     state = FitState(model, opt, data, None, crit, metrics, int(n_epochs), avg_mom)
-    cbs = CallbackHandler([recorder, *_reporting(progress, verbose), *(callbacks or [])], state)
+    cbs = CallbackHandler([recorder, *_reporting(progress, verbose), *ddp.callbacks,
+                           *(callbacks or [])], state)
     state.stepper = stepper(model, opt, crit, cbs=cbs, **kwargs) if isinstance(stepper, type) else stepper
     state.stepper.cbs = cbs
     state.n_batches = len(data.trn_dl)
@@ -76,6 +81,7 @@ def fit(
         from .checkpoint import restore_checkpoint
 
         restore_checkpoint(resume, state, cbs)
+    ddp.start(state)  # DDP wrapper and sharded loaders, undone after on_train_end
     try:
         with _sigint_at_batch_boundary() as interrupted:
             cbs("on_train_begin")
@@ -116,7 +122,10 @@ def fit(
         state.error = e
         raise
     finally:
-        cbs("on_train_end")
+        try:
+            cbs("on_train_end")
+        finally:
+            ddp.stop()
     return FitResult(state, recorder)
 
 
@@ -202,17 +211,18 @@ def validate(stepper: Stepper, dl, metrics: Sequence[Callable] = ()) -> list[flo
     try:
         with torch.no_grad():
             for *xs, y in dl:
-                preds, loss = stepper.evaluate(xs, y)
                 bs = len(y)
+                if bs == 0:  # a rank's shard of a tiny validation set
+                    continue
+                preds, loss = stepper.evaluate(xs, y)
                 total = total + loss.detach() * bs
                 n += bs
                 for i, m in enumerate(metrics):
                     sums[i] = sums[i] + m(preds, y) * bs
     finally:
         model.train(was_training)
-    from .distributed import all_reduce_sums
-
-    total, n, sums = all_reduce_sums(total, n, sums)
+    if is_sharded(dl):  # each rank saw its share: sum over ranks for the global value
+        total, n, sums = all_reduce_sums(total, n, sums)
     if n == 0:
         return [float("nan")] * (1 + len(metrics))
     return [float(total) / n] + [float(s) / n for s in sums]

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 
 from .callbacks import CallbackHandler
+from .distributed import unwrap
 
 __all__ = ["Stepper", "NonFiniteLossError", "check_output_shape"]
 
@@ -121,8 +122,8 @@ class Stepper:
         was_training = self.model.training
         if was_training:
             self.model.eval()
-        try:
-            out = self.model(*xs)
+        try:  # the bare module: a DDP wrapper could sync buffers, and ranks' val shards differ
+            out = unwrap(self.model)(*xs)
             return out, self.loss(out, y)
         finally:
             if was_training:

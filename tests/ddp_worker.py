@@ -1,0 +1,128 @@
+"""One rank of the distributed test, started by torchrun from tests/test_distributed.py.
+
+Trains the collab model with `fit` exactly as a single-process script would (fit itself
+detects torchrun and joins the group), recording which rating rows each rank used, then checks
+an error mid-run leaves the model, stepper and loaders as they were. Each rank writes
+`rank{r}.json` to the output folder; rank 0 also writes the model's initial and final weights.
+
+    python -m torch.distributed.run --nproc_per_node 2 tests/ddp_worker.py OUT CONFIG_JSON
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from minifast import Callback, CSVLogger, SaveBestModel, Stepper, fit, get_cv_idxs
+from minifast.distributed import is_main_process, rank, unwrap, world_size
+
+
+def ratings_frame(n: int, seed: int = 0) -> pd.DataFrame:
+    """`n` ratings with distinct (user, item) pairs, so a pair identifies its row."""
+    rng = np.random.RandomState(seed)
+    n_users, n_items = 60, 50
+    pairs = rng.choice(n_users * n_items, n, replace=False)
+    users, items = pairs // n_items, pairs % n_items
+    uf, itf = rng.randn(n_users, 3), rng.randn(n_items, 3)
+    r = np.clip(3 + (uf[users] * itf[items]).sum(1) * 0.6 + rng.randn(n) * 0.2, 0.5, 5)
+    return pd.DataFrame({"userId": users + 1000, "movieId": items + 7, "rating": r})
+
+
+def collab_parts(cfg: dict, bs: int, seed: int | None):
+    """The collab data set, its ColumnarModelData (batch `bs`) and an EmbeddingDotBias model."""
+    try:
+        from minifast.collab import CollabFilterDataset
+    except ImportError:  # TEMP while collab's exports land
+        from minifast.collab.dataset import CollabFilterDataset
+
+    df = ratings_frame(cfg["n"])
+    cf = CollabFilterDataset.from_data_frame(".", df, "userId", "movieId", "rating")
+    data = cf.get_data(get_cv_idxs(len(df)), bs, seed=seed)
+    return cf, data, cf.get_model(cfg["n_factors"])
+
+
+def mae(preds, y):
+    """Mean absolute error (a metric all-reduced by validate)."""
+    return (preds - y).abs().mean()
+
+
+class RowLog(Callback):
+    """Records the (user, item) pairs of every batch, per epoch, and the step counters."""
+
+    def __init__(self):
+        self.pairs: list[list] = []
+        self.iterations: list[int] = []
+        self.n_batches: list[int] = []
+        self.sizes: list[int] = []
+
+    def on_epoch_begin(self):
+        self.pairs.append([])
+        self.n_batches.append(self.state.n_batches)
+
+    def on_batch_begin(self):
+        cats = self.state.xs[0]
+        self.pairs[-1] += cats.tolist()
+        self.sizes.append(len(cats))
+
+    def on_batch_end(self, loss):
+        self.iterations.append(self.state.iteration)
+
+
+class FailAt(Callback):
+    """Raises at the start of epoch `epoch`, on every rank."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_epoch_begin(self):
+        if self.state.epoch == self.epoch:
+            raise RuntimeError("planned failure")
+
+
+def main(out: Path, cfg: dict) -> None:
+    r = int(os.environ["RANK"])  # fit has not joined the group yet: torchrun's variable
+    torch.manual_seed(100 + r)  # ranks differ on purpose: DDP must take rank 0's weights...
+    cf, data, model = collab_parts(cfg, cfg["bs"], seed=None)  # ...and rank 0's shuffle seed
+    if r == 0:
+        torch.save(model.state_dict(), out / "init.pt")
+    opt = torch.optim.Adam(model.parameters(), cfg["lr"])
+    log = RowLog()
+    res = fit(model, data, cfg["epochs"], opt, F.mse_loss, metrics=[mae],
+              callbacks=[log, SaveBestModel(out / f"best{r}.pt"), CSVLogger(out / f"log{r}.csv")])
+    assert world_size() == 2 and rank() == r
+    if is_main_process():
+        torch.save(unwrap(model).state_dict(), out / "final.pt")
+    result = {
+        "seed": data.trn_dl.seed,
+        "history": res.history,
+        "vals": list(res),
+        "pairs": log.pairs,
+        "iterations": log.iterations,
+        "n_batches": log.n_batches,
+        "sizes": log.sizes,
+        "trn_pairs": data.trn_dl.tensors[0].tolist(),
+        "after": {"world_size": data.trn_dl.world_size, "val_world_size": data.val_dl.world_size,
+                  "model_type": type(res.state.stepper.model).__name__},
+    }
+    # An error mid-run: everything is restored and the group still works for the next fit.
+    stepper = Stepper(model, opt, F.mse_loss)
+    try:
+        fit(model, data, 3, opt, F.mse_loss, stepper=stepper, callbacks=[FailAt(1)])
+    except RuntimeError as e:
+        result["error"] = str(e)
+    result["after_error"] = {"world_size": data.trn_dl.world_size,
+                             "model_type": type(stepper.model).__name__}
+    again = fit(model, data, 1, opt, F.mse_loss, verbose=False)
+    result["again"] = list(again)
+    (out / f"rank{r}.json").write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), json.loads(sys.argv[2]))
