@@ -197,19 +197,19 @@ class CollabFilterDataset:
             if _same_label(names[a], names[b]):
                 raise ValueError(f"user, item and rating columns must differ, got {names}")
         src = rows.source
-        cols = [_find_column(df, n, role, src) for n, role in zip(names, ("user", "item", "rating"))]
+        cols = [_find_column(df, n, role, src) for n, role in zip(names, ("user", "item", "rating"), strict=True)]
         return cls(path, *cols, user_name, item_name, rating_name, source=src, rows=rows)
 
     # --- id maps -----------------------------------------------------------------------
     @cached_property
     def user2idx(self) -> dict:
         """Raw user id -> index."""
-        return dict(zip(self.users.tolist(), range(self.n_users)))
+        return dict(zip(self.users.tolist(), range(self.n_users), strict=True))
 
     @cached_property
     def item2idx(self) -> dict:
         """Raw item id -> index."""
-        return dict(zip(self.items.tolist(), range(self.n_items)))
+        return dict(zip(self.items.tolist(), range(self.n_items), strict=True))
 
     @property
     def idx2user(self) -> np.ndarray:

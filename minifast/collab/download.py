@@ -136,8 +136,10 @@ def _fetch(url: str, out: Path, progress: bool, timeout: float) -> str:
                         bar.update(len(chunk))
         except (urllib.error.URLError, http.client.HTTPException, ConnectionError,
                 TimeoutError) as e:
+            why = (f"HTTP {e.code} {e.reason}" if isinstance(e, urllib.error.HTTPError)
+                   else getattr(e, "reason", None) or e)
             raise ConnectionError(
-                f"could not download {url}: {getattr(e, 'reason', None) or e}. Offline? Set "
+                f"could not download {url}: {why}. Offline? Set "
                 f"MINIFAST_MOVIELENS_DIR to a folder holding the extracted data set, or "
                 f"MINIFAST_MOVIELENS_URL to a mirror's base URL"
             ) from e

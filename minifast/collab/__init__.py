@@ -1,0 +1,30 @@
+"""Collaborative filtering on the minifast core: data, models, learner, interpretation.
+
+An application of the core the way a user would build one: nothing in `minifast`'s core
+knows about it. `from minifast.collab import *` gives the public names below.
+"""
+
+from .dataset import CollabFilterDataset, UnknownIdError
+from .download import ChecksumError, download_movielens, movielens_cache_dir, safe_extract
+from .interpret import (
+    FactorPCA,
+    factor_pca,
+    item_biases,
+    item_factors,
+    nearest_items,
+    plot_items_pca,
+    plot_pred_vs_actual,
+)
+from .metrics import RankingMetric, ndcg_at_k, precision_at_k, ranking_scores, recall_at_k, rmse
+from .models import EmbeddingDot, EmbeddingDotBias, EmbeddingNet, get_emb
+from .movielens import load_ml100k_split, load_movies, load_ratings, movie_titles
+
+__all__ = [
+    "CollabFilterDataset", "UnknownIdError",
+    "ChecksumError", "download_movielens", "movielens_cache_dir", "safe_extract",
+    "FactorPCA", "factor_pca", "item_biases", "item_factors", "nearest_items",
+    "plot_items_pca", "plot_pred_vs_actual",
+    "RankingMetric", "ndcg_at_k", "precision_at_k", "ranking_scores", "recall_at_k", "rmse",
+    "EmbeddingDot", "EmbeddingDotBias", "EmbeddingNet", "get_emb",
+    "load_ml100k_split", "load_movies", "load_ratings", "movie_titles",
+]

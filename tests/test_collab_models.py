@@ -1,0 +1,114 @@
+"""Collab models: output formulas, ranges, init, calling conventions, argument checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minifast.collab import EmbeddingDot, EmbeddingDotBias, EmbeddingNet
+
+USERS, ITEMS = torch.tensor([0, 1, 2, 1]), torch.tensor([3, 0, 4, 4])
+CATS = torch.stack([USERS, ITEMS], 1)
+
+
+@pytest.fixture(params=["dot", "dotbias", "net"])
+def model(request):
+    torch.manual_seed(0)
+    return {
+        "dot": lambda: EmbeddingDot(3, 5, 4),
+        "dotbias": lambda: EmbeddingDotBias(4, 3, 5, 0.5, 5.0),
+        "net": lambda: EmbeddingNet(4, 3, 5, 0.5, 5.0, nh=6),
+    }[request.param]()
+
+
+def test_forward_cats_conts_shape_and_equivalent_calls(model):
+    model.eval()
+    out = model(CATS, torch.zeros(4, 0))
+    assert out.shape == (4, 1)
+    torch.testing.assert_close(model(CATS), out)
+    torch.testing.assert_close(model(USERS, ITEMS), out)
+    torch.testing.assert_close(model.score(USERS, ITEMS), out[:, 0])
+
+
+def test_forward_rejects_bad_shapes(model):
+    with pytest.raises(ValueError, match="shape"):
+        model(torch.tensor([[0], [1]]))
+    with pytest.raises(ValueError, match="1-D integer tensor of items"):
+        model(USERS)
+    with pytest.raises(ValueError, match="1-D integer tensor of items"):
+        model(USERS, torch.zeros(4))
+
+
+def test_dotbias_formula_and_init():
+    torch.manual_seed(1)
+    m = EmbeddingDotBias(3, 4, 5, 1.0, 5.0)
+    for e in (m.u, m.i, m.ub, m.ib):
+        assert e.weight.min() >= -0.05 and e.weight.max() <= 0.05
+        assert e.weight.std() > 0.01  # really uniform(-0.05, 0.05), not zeros
+    u, i = torch.tensor([1, 3]), torch.tensor([0, 4])
+    raw = (m.u.weight[u] * m.i.weight[i]).sum(1) + m.ub.weight[u, 0] + m.ib.weight[i, 0]
+    torch.testing.assert_close(m.score(u, i), torch.sigmoid(raw) * 4.0 + 1.0)
+
+
+def test_dotbias_output_within_range_for_extreme_weights():
+    m = EmbeddingDotBias(2, 3, 3, 0.5, 5.0)
+    with torch.no_grad():
+        for e in (m.u, m.i, m.ub, m.ib):
+            e.weight.mul_(1000)
+    out = m(torch.tensor([[0, 0], [1, 2], [2, 1]]))
+    assert (out >= 0.5).all() and (out <= 5.0).all()
+
+
+def test_embeddingdot_is_plain_dot_product_with_lesson_init():
+    torch.manual_seed(2)
+    m = EmbeddingDot(4, 5, n_factors=3)
+    assert m.u.weight.min() >= 0 and m.u.weight.max() <= 0.05
+    u, i = torch.tensor([0, 3]), torch.tensor([4, 1])
+    torch.testing.assert_close(m.score(u, i), (m.u.weight[u] * m.i.weight[i]).sum(1))
+
+
+def test_embeddingnet_range_has_half_step_headroom():
+    m = EmbeddingNet(2, 3, 3, 1.0, 5.0, nh=4, p1=0.0, p2=0.0)
+    with torch.no_grad():
+        m.lin2.bias.fill_(100.0)
+    assert m(torch.tensor([[0, 0]])).item() == pytest.approx(5.5)
+    with torch.no_grad():
+        m.lin2.bias.fill_(-100.0)
+    assert m(torch.tensor([[0, 0]])).item() == pytest.approx(0.5)
+
+
+def test_embeddingnet_dropout_only_in_training():
+    torch.manual_seed(3)
+    m = EmbeddingNet(4, 3, 5, 0.5, 5.0, p1=0.5, p2=0.5)
+    m.eval()
+    torch.testing.assert_close(m(CATS), m(CATS))
+    m.train()
+    outs = torch.stack([m(CATS) for _ in range(20)])
+    assert outs.std(0).max() > 0
+
+
+def test_gradients_reach_all_embeddings(model):
+    model.train()
+    model(CATS).sum().backward()
+    assert model.u.weight.grad[USERS].abs().sum() > 0
+    assert model.i.weight.grad[ITEMS].abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: EmbeddingDotBias(0, 3, 5, 0, 5), "n_factors"),
+        (lambda: EmbeddingDotBias(-2, 3, 5, 0, 5), "n_factors"),
+        (lambda: EmbeddingDotBias(2.5, 3, 5, 0, 5), "n_factors"),
+        (lambda: EmbeddingDotBias(2, 0, 5, 0, 5), "n_users"),
+        (lambda: EmbeddingDotBias(2, 3, 5, 3, 3), "min_score < max_score"),
+        (lambda: EmbeddingDotBias(2, 3, 5, 0, float("inf")), "finite"),
+        (lambda: EmbeddingNet(2, 3, 5, 0, 5, p1=1.0), "p1"),
+        (lambda: EmbeddingNet(2, 3, 5, 0, 5, nh=0), "nh"),
+        (lambda: EmbeddingDot(3, 5, n_factors=0), "n_factors"),
+        (lambda: EmbeddingDot(3, True), "n_items"),
+    ],
+)
+def test_bad_arguments(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
