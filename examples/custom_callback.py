@@ -164,6 +164,7 @@ class PlateauStopper(Callback):
 # --8<-- [end:plateau]
 
 
+# --8<-- [start:data]
 class TabularNet(nn.Module):
     """An embedding for the one categorical column plus a linear layer for the continuous
     ones: `forward(cats, conts)` as `ColumnarModelData` batches expect."""
@@ -186,6 +187,7 @@ def make_data(n: int = 4000, n_levels: int = 20, n_conts: int = 3, bs: int = 64,
     effect, w = rng.normal(size=n_levels), rng.normal(size=n_conts)
     y = (effect[cats[:, 0]] + conts @ w + 0.3 * rng.normal(size=n)).astype(np.float32)
     return ColumnarModelData.from_arrays(".", get_cv_idxs(n), cats, y, bs, conts=conts, seed=seed)
+# --8<-- [end:data]
 
 
 def main(quick: bool = False, verbose: bool = True) -> dict:
