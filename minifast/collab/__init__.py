@@ -15,6 +15,7 @@ from .interpret import (
     plot_items_pca,
     plot_pred_vs_actual,
 )
+from .learner import CollabFilterLearner
 from .metrics import RankingMetric, ndcg_at_k, precision_at_k, ranking_scores, recall_at_k, rmse
 from .models import EmbeddingDot, EmbeddingDotBias, EmbeddingNet, get_emb
 from .movielens import load_ml100k_split, load_movies, load_ratings, movie_titles
@@ -24,6 +25,7 @@ __all__ = [
     "ChecksumError", "download_movielens", "movielens_cache_dir", "safe_extract",
     "FactorPCA", "factor_pca", "item_biases", "item_factors", "nearest_items",
     "plot_items_pca", "plot_pred_vs_actual",
+    "CollabFilterLearner",
     "RankingMetric", "ndcg_at_k", "precision_at_k", "ranking_scores", "recall_at_k", "rmse",
     "EmbeddingDot", "EmbeddingDotBias", "EmbeddingNet", "get_emb",
     "load_ml100k_split", "load_movies", "load_ratings", "movie_titles",
