@@ -1,0 +1,17 @@
+"""The lesson's namespace: `from minifast.all import *` gives np, pd, torch, nn, F, optim and
+the whole minifast API, collaborative filtering included (as fastai v0.7's star imports did).
+Library code should import what it needs explicitly instead.
+"""
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn, optim
+
+from . import *  # noqa: F403
+from . import __all__ as _core
+from .collab import *  # noqa: F403
+from .collab import __all__ as _collab
+
+__all__ = ["np", "pd", "torch", "nn", "F", "optim", *_core, *_collab]
