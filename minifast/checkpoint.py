@@ -187,7 +187,7 @@ def _callback_states(cbs: CallbackHandler | None) -> dict[str, Any]:
         if isinstance(cb, (Recorder, Checkpoint)):
             continue
         if callable(getattr(cb, "state_dict", None)) and callable(getattr(cb, "load_state_dict", None)):
-            name = type(cb).__qualname__
+            name = type(cb).__name__
             key, i = name, 1
             while key in out:
                 key, i = f"{name}#{i}", i + 1

@@ -70,10 +70,12 @@ def safe_load(path: str | os.PathLike, map_location=None) -> Any:
 def _load_reason(e: BaseException) -> str:
     """The informative line of a torch.load error (weights_only errors put it mid-text)."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    for ln in lines:
-        if "WeightsUnpickler error:" in ln:  # e.g. "Unsupported global: GLOBAL pkg.Class ..."
-            return ln.split("WeightsUnpickler error:", 1)[1].split(". Please use")[0].strip()
-    return lines[0] if lines else ""
+    for ln in lines:  # e.g. "Unsupported global: GLOBAL pkg.Class was not an allowed global"
+        if "GLOBAL" in ln or "WeightsUnpickler error:" in ln:
+            return ln.split("WeightsUnpickler error:", 1)[-1].split(". Please use")[0].strip()
+    if not lines:
+        return ""
+    return lines[0].split(". ")[0] if len(lines[0]) > 120 else lines[0]  # torch's are wordy
 
 
 def load_model_state(model: torch.nn.Module, state: dict, source: str | os.PathLike) -> None:

@@ -1,0 +1,192 @@
+"""A small, fully seeded training run for the checkpoint, resume and interrupt tests.
+
+Imported by tests/test_checkpoint.py and tests/test_faults.py (in-process runs), and run as a
+script so a test can kill or interrupt real training:
+
+    python tests/resume_worker.py MODE OUT [RESUME]
+
+MODE is one of
+- `full`:   train 3 epochs uninterrupted; write OUT/result.pt.
+- `crash`:  train with Checkpoint(OUT/ckpt, every_n_iters=5, keep=2); after the checkpoint at
+            iteration 20 write OUT/ready, then hang in the middle of the 23rd step until killed.
+- `sigint`: train with Checkpoint(OUT/ckpt) (epoch ends only); after iteration 20 write
+            OUT/ready and wait for OUT/sent (the test writes it after sending SIGINT); on
+            train end write OUT/train_end.json (what on_train_end saw).
+- `resume`: train with Checkpoint(OUT/ckpt, every_n_iters=5, keep=2) and
+            resume=RESUME (default True: the newest checkpoint in OUT/ckpt); write OUT/result.pt.
+
+The model has dropout (torch RNG), the training loader shuffles with a seed drawn from torch's
+RNG, and `Jitter` draws each batch's LR from numpy's and Python's global RNGs, so a resume is
+only exact if every one of those states is restored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minifast import ArrayLoader, Callback, Checkpoint, ModelData, Recorder, fit
+
+N_EPOCHS, N_BATCHES = 3, 15  # 240 training rows, batches of 16
+
+
+class Jitter(Callback):
+    """Per-batch LR noise from numpy's and Python's global RNGs."""
+
+    def on_batch_begin(self):
+        m = (0.5 + np.random.rand()) * (0.9 + 0.2 * random.random())
+        for g in self.state.opt.param_groups:
+            g["lr"] = 1e-2 * m
+
+
+def build(out, opt: str = "adam"):
+    """Seed every RNG, then make (model, optimiser, data) exactly as every run does."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+    random.seed(0)
+    g = np.random.RandomState(123)
+    x = g.randn(300, 8).astype(np.float32)
+    y = (x @ g.randn(8, 1) + 0.1 * g.randn(300, 1)).astype(np.float32)
+    trn = ArrayLoader(x[:240], y[:240], batch_size=16, shuffle=True)  # seed from torch's RNG
+    data = ModelData(out, trn, ArrayLoader(x[240:], y[240:], batch_size=32))
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 1))
+    if opt == "adam":
+        o = torch.optim.Adam(model.parameters(), 1e-2, weight_decay=1e-4)
+    else:
+        o = torch.optim.SGD(model.parameters(), 1e-2, momentum=0.9, nesterov=True)
+    return model, o, data
+
+
+def train(out, callbacks=(), resume=None, opt: str = "adam", n_epochs: int = N_EPOCHS,
+          jitter: bool = True):
+    """One run; returns (model, opt, FitResult)."""
+    model, o, data = build(out, opt)
+    cbs = [Jitter()] if jitter else []
+    res = fit(model, data, n_epochs, o, F.mse_loss, callbacks=[*cbs, *callbacks], resume=resume,
+              verbose=False, progress=False)
+    return model, o, res
+
+
+def result(model, opt, recorder: Recorder, history) -> dict:
+    """What two runs must agree on, bit for bit."""
+    rec = recorder.state_dict()
+    rec["epochs"] = _untimed(rec["epochs"])
+    return {
+        "model": {k: v.clone() for k, v in model.state_dict().items()},
+        "opt": opt.state_dict(),
+        "recorder": rec,
+        "history": _untimed(history),
+    }
+
+
+def _untimed(rows) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "time"} for r in rows]
+
+
+def assert_same_run(a: dict, b: dict) -> None:
+    """Every tensor of the model and optimiser equal (torch.equal), the same recorded losses,
+    LRs and epoch rows (exact floats)."""
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), f"model tensor {k} differs"
+    sa, sb = a["opt"]["state"], b["opt"]["state"]
+    assert sa.keys() == sb.keys()
+    for i in sa:
+        assert sa[i].keys() == sb[i].keys()
+        for k in sa[i]:
+            assert torch.equal(sa[i][k], sb[i][k]), f"optimiser state {i}.{k} differs"
+    assert a["opt"]["param_groups"] == b["opt"]["param_groups"]
+    for k in a["recorder"]:
+        assert _same(a["recorder"][k], b["recorder"][k]), f"recorder {k} differs"
+    assert _same(a["history"], b["history"])
+
+
+def _same(x, y) -> bool:
+    """Equality where NaN equals NaN (floats compared exactly)."""
+    if isinstance(x, float) and isinstance(y, float) and math.isnan(x) and math.isnan(y):
+        return True
+    if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
+        return len(x) == len(y) and all(_same(u, v) for u, v in zip(x, y, strict=True))
+    if isinstance(x, dict) and isinstance(y, dict):
+        return x.keys() == y.keys() and all(_same(x[k], y[k]) for k in x)
+    return x == y
+
+
+class HangMidStep(Callback):
+    """Writes `ready` after the checkpoint at iteration `ready_at`, then hangs inside the step
+    of batch `hang_at` (after backward, before opt.step) until the process is killed."""
+
+    order = 100  # after Checkpoint's on_batch_end
+
+    def __init__(self, out: Path, ready_at: int = 20, hang_at: int = 23):
+        self.out, self.ready_at, self.hang_at = out, ready_at, hang_at
+
+    def on_batch_end(self, loss):
+        if self.state.iteration == self.ready_at:
+            (self.out / "ready").write_text("ready")
+
+    def on_step_begin(self):
+        if self.state.iteration + 1 == self.hang_at:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:  # never outlive a test that forgot us
+                time.sleep(0.01)
+            sys.exit(3)
+
+
+class WaitForSignal(Callback):
+    """After iteration `at`, writes `ready` and waits until the test has sent SIGINT."""
+
+    order = 100
+
+    def __init__(self, out: Path, at: int = 20):
+        self.out, self.at = out, at
+
+    def on_batch_end(self, loss):
+        if self.state.iteration == self.at:
+            (self.out / "ready").write_text("ready")
+            deadline = time.monotonic() + 60
+            while not (self.out / "sent").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+    def on_train_end(self):
+        rec = self.state.stepper.cbs.find(Recorder)
+        probe = {"interrupted": self.state.interrupted, "iteration": self.state.iteration,
+                 "epoch": self.state.epoch, "recorder_iterations": rec.iterations}
+        (self.out / "train_end.json").write_text(json.dumps(probe))
+
+
+def main(argv: list[str]) -> None:
+    """Run one MODE (see the module docstring)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
+    torch.set_num_threads(1)
+    mode, out = argv[0], Path(argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "ckpt"
+    if mode == "full":
+        model, opt, res = train(out)
+    elif mode == "crash":
+        train(out, [Checkpoint(ckpt, every_n_iters=5, keep=2), HangMidStep(out)])
+        sys.exit(4)  # not reached: the test kills us mid-step
+    elif mode == "sigint":
+        train(out, [Checkpoint(ckpt), WaitForSignal(out)])
+        sys.exit(5)  # not reached: KeyboardInterrupt propagates
+    elif mode == "resume":
+        resume = argv[2] if len(argv) > 2 else True
+        model, opt, res = train(out, [Checkpoint(ckpt, every_n_iters=5, keep=2)], resume=resume)
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+    torch.save(result(model, opt, res.recorder, res.history), out / "result.pt")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
