@@ -141,9 +141,12 @@ def lr_suggestion(lrs: Sequence[float], losses: Sequence[float], n_skip: int = 1
     """The LR where the smoothed loss falls fastest: the steepest descent of loss vs log(lr).
 
     The first `n_skip` and last `n_skip_end` points are dropped (the start is noisy, the end
-    diverges), as is everything after the loss's minimum (past it the loss only rises); the
-    slope is `np.gradient(loss, log(lr))` and its most negative point is returned. With too few
-    points the skipping is relaxed; with fewer than two usable points, None.
+    diverges), as is everything after the loss's minimum (past it the loss only rises). The
+    slope at each point is taken over a window of +-`k` points (`k` = a tenth of the points
+    left, at least 1): `(loss[i+k] - loss[i-k]) / (log lr[i+k] - log lr[i-k])`, which a
+    batch's noise cannot dominate the way a point-to-point difference can; the LR at the most
+    negative slope is returned. With too few points the skipping is relaxed; with fewer than
+    two usable points, None.
     """
     lrs, losses = np.asarray(lrs, np.float64), np.asarray(losses, np.float64)
     keep = np.isfinite(losses) & (lrs > 0)
@@ -158,8 +161,14 @@ def lr_suggestion(lrs: Sequence[float], losses: Sequence[float], n_skip: int = 1
     log_lrs = np.log(lrs)
     if np.ptp(log_lrs) == 0:
         return float(lrs[0])
-    grads = np.gradient(losses, log_lrs)
-    return float(lrs[int(np.argmin(grads))])
+    n = len(lrs)
+    k = max(1, n // 10)
+    i = np.arange(n)
+    lo, hi = np.maximum(i - k, 0), np.minimum(i + k, n - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slopes = (losses[hi] - losses[lo]) / (log_lrs[hi] - log_lrs[lo])
+    slopes = np.where(np.isfinite(slopes), slopes, np.inf)
+    return float(lrs[int(np.argmin(slopes))])
 
 
 def _scale(lrs: LRs, m: float):

@@ -264,7 +264,7 @@ def test_wds_default_is_l2_through_the_optimiser(tmp_path):
     g = learn.opt.param_groups[0]
     assert g["weight_decay"] == 0.1 and g["decoupled_wd"] == 0.0
     # Adam's first step on grad = wd*b moves b by lr (the gradient is normalised away)
-    torch.testing.assert_close(learn.model.b.detach(), torch.full((2,), 0.99), rtol=0, atol=1e-6)
+    torch.testing.assert_close(learn.model.b.detach().cpu(), torch.full((2,), 0.99), rtol=0, atol=1e-6)
 
 
 def test_use_wd_sched_is_decoupled(tmp_path):
@@ -272,7 +272,7 @@ def test_use_wd_sched_is_decoupled(tmp_path):
     learn.fit(0.01, 1, wds=0.1, use_wd_sched=True, verbose=False)
     g = learn.opt.param_groups[0]
     assert g["weight_decay"] == 0.0 and g["decoupled_wd"] == 0.1
-    assert torch.equal(learn.model.b.detach(), torch.full((2,), 1 - 0.01 * 0.1))
+    assert torch.equal(learn.model.b.detach().cpu(), torch.full((2,), 1 - 0.01 * 0.1))
     learn.fit(0.01, 1, verbose=False)  # wds=None: back to the optimiser's own (none)
     assert learn.opt.param_groups[0]["weight_decay"] == 0.0
     assert learn.opt.param_groups[0]["decoupled_wd"] == 0.0
@@ -300,7 +300,7 @@ def test_no_decay_excludes_parameters(tmp_path, no_decay, excluded):
         group_names = {names[id(p)] for p in g["params"]}
         assert g["decoupled_wd"] == (0.0 if group_names <= excluded else 0.1)
         assert group_names <= excluded or not group_names & excluded
-    b = learn.model.b.detach()
+    b = learn.model.b.detach().cpu()
     assert torch.equal(b, torch.ones(2)) if "b" in excluded else torch.equal(b, torch.full((2,), 0.999))
     learn.fit(0.01, 1, wds=0.1, verbose=False)  # L2 too
     assert all(g["weight_decay"] == (0.0 if {names[id(p)] for p in g["params"]} <= excluded else 0.1)
