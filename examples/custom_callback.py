@@ -26,18 +26,22 @@ from torch import nn
 
 from minifast import Callback, ColumnarModelData, fit, get_cv_idxs
 
-
 # --8<-- [start:tracer]
+BATCH_EVENTS = ("on_batch_begin", "on_backward_begin", "on_backward_end",
+                "on_step_begin", "on_step_end", "on_batch_end")
+
+
 class EventTracer(Callback):
     """Records every event, in order, as `(event, epoch, batch_idx)`."""
 
-    order = -100  # before every other callback, so the trace shows each event as it begins
+    order = -100  # first, so the trace shows each event as it begins
 
     def __init__(self):
         self.events: list[tuple[str, int, int]] = []
 
     def _log(self, name: str) -> None:
-        self.events.append((name, self.state.epoch, self.state.batch_idx))
+        s = self.state
+        self.events.append((name, s.epoch, s.batch_idx))
 
     def on_train_begin(self):
         self._log("on_train_begin")
@@ -76,36 +80,33 @@ class EventTracer(Callback):
         self._log("on_train_end")
 
     def summary(self) -> list[str]:
-        """The trace as lines: one per event, with the per-batch events of each epoch folded
-        into one line (`... x n_batches`)."""
-        lines, i, ev = [], 0, self.events
-        while i < len(ev):
-            if ev[i][0] == "on_batch_begin":  # fold this epoch's run of batches
-                j = i
-                while j < len(ev) and ev[j][0] not in ("on_validate_begin", "on_train_end"):
-                    j += 1
-                names = [e[0] for e in ev[i:j]]
-                one = names[: names.index("on_batch_end") + 1]
-                n = names.count("on_batch_begin")
-                folded = one * n == names
-                lines.append(f"    {' > '.join(one)}" + (f"  x {n} batches" if folded else " ..."))
+        """The trace, one event per line, indented by nesting. Each
+        epoch's run of identical batches is shown once."""
+        names = [e[0] for e in self.events]
+        lines, i = [], 0
+        while i < len(names):
+            j = i
+            while j < len(names) and names[j] in BATCH_EVENTS:
+                j += 1
+            n = names[i:j].count("on_batch_begin")
+            if n and names[i:j] == list(BATCH_EVENTS) * n:
+                lines.append(f"    {n} batches, each:")
+                lines += [f"      {name}" for name in BATCH_EVENTS]
                 i = j
-            else:
-                depth = {"on_train_begin": 0, "on_train_end": 0, "on_epoch_begin": 1,
-                         "on_epoch_end": 1}.get(ev[i][0], 2)
-                lines.append("  " * depth + f"{ev[i][0]}  (epoch {ev[i][1]})")
-                i += 1
+                continue
+            name, epoch, _ = self.events[i]
+            depth = 0 if "train" in name else 1 if "epoch" in name else 2
+            lines.append("  " * depth + f"{name}  (epoch {epoch})")
+            i += 1
         return lines
 # --8<-- [end:tracer]
 
 
 # --8<-- [start:gradnorm]
 class GradNormLogger(Callback):
-    """Records the global L2 norm of the gradients of every batch, before any clipping.
-
-    The norms stay on the device until the epoch ends: calling `.item()` every batch would
-    force a host-device sync per step.
-    """
+    """Records the global L2 norm of the gradients of every batch, before
+    any clipping. The norms stay on the device until the epoch ends:
+    `.item()` every batch would force a host-device sync per step."""
 
     def __init__(self):
         self.norms: list[float] = []  # one per batch, for the whole run
@@ -113,14 +114,14 @@ class GradNormLogger(Callback):
         self._pending: list[torch.Tensor] = []
 
     def on_backward_end(self):
-        grads = [p.grad for p in self.state.model.parameters() if p.grad is not None]
-        self._pending.append(torch.linalg.vector_norm(torch.stack(
-            [torch.linalg.vector_norm(g) for g in grads])).detach())
+        params = self.state.model.parameters()
+        norms = [p.grad.norm() for p in params if p.grad is not None]
+        self._pending.append(torch.stack(norms).norm().detach())
 
     def on_epoch_end(self, vals):
         self._flush()
 
-    def on_train_end(self):  # also after a stop or an error in mid-epoch
+    def on_train_end(self):  # also after a stop or an error mid-epoch
         self._flush()
 
     def _flush(self) -> None:
@@ -134,15 +135,15 @@ class GradNormLogger(Callback):
 
 # --8<-- [start:plateau]
 class PlateauStopper(Callback):
-    """Stops when the validation loss has not improved by `rel_delta` (relative) for
-    `patience` epochs in a row.
+    """Stops when the validation loss has not improved by `rel_delta`
+    (relative) for `patience` epochs in a row.
 
-    Returning True from `on_epoch_end` asks `fit` to stop once every callback has seen the
-    event. (minifast's built-in `EarlyStopping` does the same with an absolute `min_delta`
-    and any column of the epoch row.)
+    Returning True from `on_epoch_end` asks `fit` to stop once every
+    callback has seen the event. (The built-in `EarlyStopping` does the
+    same with an absolute `min_delta`, on any column of the epoch row.)
     """
 
-    order = 60  # after the Recorder and Printer, so the last epoch is recorded and printed
+    order = 60  # after the Printer: the last epoch is still printed
 
     def __init__(self, patience: int = 2, rel_delta: float = 1e-3):
         self.patience, self.rel_delta = patience, rel_delta
@@ -166,8 +167,8 @@ class PlateauStopper(Callback):
 
 # --8<-- [start:data]
 class TabularNet(nn.Module):
-    """An embedding for the one categorical column plus a linear layer for the continuous
-    ones: `forward(cats, conts)` as `ColumnarModelData` batches expect."""
+    """An embedding for the categorical column plus a linear layer for
+    the continuous ones: `forward(cats, conts)`, as batches come."""
 
     def __init__(self, n_levels: int, n_conts: int):
         super().__init__()
@@ -178,15 +179,17 @@ class TabularNet(nn.Module):
         return self.emb(cats[:, 0]) + self.lin(conts)
 
 
-def make_data(n: int = 4000, n_levels: int = 20, n_conts: int = 3, bs: int = 64,
-              seed: int = 0) -> ColumnarModelData:
-    """Synthetic rows: `y = level_effect[cat] + conts @ w + noise`, as (cats, conts, y) batches."""
+def make_data(n=4000, n_levels=20, n_conts=3, bs=64, seed=0):
+    """Synthetic rows `y = effect[cat] + conts @ w + noise`, as
+    `ColumnarModelData` yielding (cats, conts, y) batches."""
     rng = np.random.default_rng(seed)
     cats = rng.integers(0, n_levels, size=(n, 1))
     conts = rng.normal(size=(n, n_conts)).astype(np.float32)
     effect, w = rng.normal(size=n_levels), rng.normal(size=n_conts)
-    y = (effect[cats[:, 0]] + conts @ w + 0.3 * rng.normal(size=n)).astype(np.float32)
-    return ColumnarModelData.from_arrays(".", get_cv_idxs(n), cats, y, bs, conts=conts, seed=seed)
+    y = effect[cats[:, 0]] + conts @ w + 0.3 * rng.normal(size=n)
+    return ColumnarModelData.from_arrays(
+        ".", get_cv_idxs(n), cats, y.astype(np.float32), bs,
+        conts=conts, seed=seed)
 # --8<-- [end:data]
 
 

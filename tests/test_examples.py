@@ -121,7 +121,7 @@ def test_tracer_sees_every_event_in_order(cb_run):
     assert names == ["on_train_begin", *epoch * 2, "on_train_end"]
     assert [e[1] for e in cb_run["tracer"].events if e[0] == "on_epoch_end"] == [0, 1]
     summary = cb_run["tracer"].summary()
-    assert sum("x 3 batches" in line for line in summary) == 2
+    assert sum("3 batches, each:" in line for line in summary) == 2
 
 
 def test_plateau_callback_stopped_early(cb_run):
