@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import fnmatch
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -313,6 +314,8 @@ class Learner:
         than the last, `cycle_len * (cycle_mult**n_cycle - 1) / (cycle_mult - 1)` epochs in
         all (`cycle_len * n_cycle` when `cycle_mult == 1`). Without `cycle_len`: `n_cycle`
         epochs at the constant LR `lrs` (`cycle_mult` is then ignored, with a warning).
+        Cyclical and one-cycle schedules also lengthen each cycle by `cycle_mult` (v0.7 kept
+        them at the first cycle's length, out of step with its own epoch count).
 
         `lrs`, `wds`: a scalar or one value per layer group. `wds=None` keeps the weight
         decay `opt_fn` chose (none by default); `use_wd_sched` makes it decoupled (see the
@@ -408,11 +411,13 @@ class Learner:
         `self.sched.plot()` draws the curve with the suggestion marked. Refuses to run under
         torch.distributed (the ranks would each search and restore on their own).
         """
-        if distributed.world_size() > 1:
+        n_procs = distributed.world_size()
+        if n_procs == 1 and distributed.is_launched():  # torchrun, group not joined yet
+            n_procs = int(os.environ.get("WORLD_SIZE", "1"))
+        if n_procs > 1:
             raise RuntimeError(
-                "lr_find does not run under torch.distributed (world size "
-                f"{distributed.world_size()}): run it in a single process, then launch the "
-                "distributed fit with the LR it suggests"
+                f"lr_find does not run under torch.distributed (world size {n_procs}): run it "
+                "in a single process, then launch the distributed fit with the LR it suggests"
             )
         n_batches = len(self.data.trn_dl)
         if n_batches == 0:

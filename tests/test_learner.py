@@ -413,8 +413,13 @@ def test_lr_find_layer_groups_and_plot(tmp_path):
 
 def test_lr_find_refuses_under_distributed(tmp_path, monkeypatch):
     learn = mf.Learner(make_data(tmp_path), mlp())
-    monkeypatch.setattr(mf.distributed, "world_size", lambda: 2)
-    with pytest.raises(RuntimeError, match="lr_find does not run under torch.distributed"):
+    with monkeypatch.context() as m:
+        m.setattr(mf.distributed, "world_size", lambda: 2)
+        with pytest.raises(RuntimeError, match="lr_find does not run under torch.distributed"):
+            learn.lr_find()
+    monkeypatch.setenv("RANK", "1")  # launched by torchrun, process group not joined yet
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match=r"world size 2\)"):
         learn.lr_find()
 
 
