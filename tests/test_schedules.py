@@ -279,3 +279,13 @@ def test_default_cycle_is_one_epoch_and_lrs_default_to_the_optimiser():
     res = mf.fit(model, data, 2, opt, nn.functional.mse_loss, callbacks=[sched], verbose=False)
     assert sched.nb == len(data.trn_dl) and sched.lrs == [0.02]
     assert res.recorder.lrs[len(data.trn_dl)] == pytest.approx(0.02)  # restart at epoch 2
+
+
+def test_cyclic_schedules_lengthen_cycles_by_cycle_mult():
+    nb = 24
+    for make in (lambda n, m: CircularLR(n, 4, 8, cycle_mult=m, lrs=1.0),
+                 lambda n, m: OneCycle(n, 10, 10, cycle_mult=m, lrs=1.0)):
+        grown, single = make(nb, 2), make(2 * nb, 1)
+        assert [grown.lr_at(t) for t in range(nb)] == [make(nb, 1).lr_at(t) for t in range(nb)]
+        assert [grown.lr_at(nb + t) for t in range(2 * nb)] == [single.lr_at(t) for t in range(2 * nb)]
+        assert grown.cycle_ended(nb) == 0 and grown.cycle_ended(3 * nb) == 1
