@@ -380,6 +380,5 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller data, fewer epochs")
     args = ap.parse_args()
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     main(quick=args.quick)
     print(f"\nall checks passed ({'quick' if args.quick else 'full'} run)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import math
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -99,14 +99,18 @@ def test_minifast_decoupled_wd_is_adamw(scratch_run):
     assert scratch_run["minifast_adamw_gap"] < 1e-9
 
 
-def test_scratch_script_runs(tmp_path):
-    out = subprocess.run(
-        [sys.executable, str(EXAMPLES / "training_loop_from_scratch.py"), "--quick"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )
-    assert out.returncode == 0, out.stderr
-    assert "all checks passed (quick run)" in out.stdout
-    assert "iterations to reach loss" in out.stdout
+def run_script(name: str, args: list[str], monkeypatch, capsys) -> str:
+    """Run examples/<name>.py as `python examples/<name>.py *args` would (in this process)."""
+    monkeypatch.setattr(sys, "argv", [f"{name}.py", *args])
+    runpy.run_path(str(EXAMPLES / f"{name}.py"), run_name="__main__")
+    return capsys.readouterr().out
+
+
+def test_scratch_script_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = run_script("training_loop_from_scratch", ["--quick"], monkeypatch, capsys)
+    assert "all checks passed (quick run)" in out
+    assert "iterations to reach loss" in out
 
 
 # ---------------------------------------------------------------- custom_callback
@@ -173,10 +177,7 @@ def test_plateau_stopper_logic(cbx):
     assert cb.stopped_epoch == 5
 
 
-def test_custom_callback_script_runs(tmp_path):
-    out = subprocess.run(
-        [sys.executable, str(EXAMPLES / "custom_callback.py"), "--quick"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )
-    assert out.returncode == 0, out.stderr
-    assert "on_train_begin" in out.stdout and "stopped: True" in out.stdout
+def test_custom_callback_script_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    out = run_script("custom_callback", ["--quick"], monkeypatch, capsys)
+    assert "on_train_begin" in out and "stopped: True" in out
