@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import functools
 import os
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -152,6 +154,14 @@ def all_reduce_sums(total, n: int, sums: list):
     return vals[0], int(vals[1]), vals[2:]
 
 
+def _per_batch(metrics) -> bool:
+    """Whether every metric is a plain function, so that batch-weighted sums over each rank's
+    shard add up to the global value. A callable object may keep state across batches (e.g. a
+    ranking metric that needs the whole validation set), so it gets the whole set."""
+    kinds = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, functools.partial)
+    return all(isinstance(m, kinds) for m in metrics)
+
+
 def _auto_init(distributed: bool | None) -> bool:
     """Whether `fit` trains with DDP; joins torchrun's group first when needed."""
     if distributed is False:
@@ -227,7 +237,8 @@ class DistributedFit:
     """What `fit` does under DDP, for the duration of one call (used by `fit`).
 
     `start` checks that every rank holds the same data, gives every rank rank 0's shuffling
-    seed, shards the training and validation `ArrayLoader`s across ranks, and wraps the model
+    seed, shards the training `ArrayLoader` across ranks (and the validation one, when every
+    metric is a plain function: see `_per_batch`), and wraps the model
     in DistributedDataParallel for the stepper (`state.model` stays the user's module, whose
     Parameters the optimiser holds). `stop` undoes all of it. `distributed=None` means: when
     launched by torchrun or a process group of more than one rank exists; False: never.
@@ -258,7 +269,10 @@ class DistributedFit:
 
     def _start(self, state: FitState) -> None:
         W, data = world_size(), state.data
-        loaders = [dl for dl in (data.trn_dl, data.val_dl) if _loader_info(dl) is not None]
+        # Validation is sharded too (its sums are all-reduced) unless a metric may need the
+        # whole set; then every rank validates all of it, which is exact without any sync.
+        val = data.val_dl if _per_batch(state.metrics) else None
+        loaders = [dl for dl in (data.trn_dl, val) if _loader_info(dl) is not None]
         mine = ([_loader_info(dl) for dl in loaders], [dl.seed for dl in loaders])
         everyone: list = [None] * W
         dist.all_gather_object(everyone, mine)

@@ -77,11 +77,16 @@ def fit(
     state.stepper.cbs = cbs
     state.n_batches = len(data.trn_dl)
     _place_model(model, data)
+    # DDP wrapper and sharded loaders (so n_batches counts a rank's steps), undone at the end
+    ddp.start(state)
     if resume is not None:
         from .checkpoint import restore_checkpoint
 
-        restore_checkpoint(resume, state, cbs)
-    ddp.start(state)  # DDP wrapper and sharded loaders, undone after on_train_end
+        try:
+            restore_checkpoint(resume, state, cbs)
+        except BaseException:
+            ddp.stop()
+            raise
     try:
         with _sigint_at_batch_boundary() as interrupted:
             cbs("on_train_begin")

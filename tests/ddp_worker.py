@@ -37,10 +37,7 @@ def ratings_frame(n: int, seed: int = 0) -> pd.DataFrame:
 
 def collab_parts(cfg: dict, bs: int, seed: int | None):
     """The collab data set, its ColumnarModelData (batch `bs`) and an EmbeddingDotBias model."""
-    try:
-        from minifast.collab import CollabFilterDataset
-    except ImportError:  # TEMP while collab's exports land
-        from minifast.collab.dataset import CollabFilterDataset
+    from minifast.collab import CollabFilterDataset
 
     df = ratings_frame(cfg["n"])
     cf = CollabFilterDataset.from_data_frame(".", df, "userId", "movieId", "rating")
@@ -75,6 +72,16 @@ class RowLog(Callback):
         self.iterations.append(self.state.iteration)
 
 
+class ValProbe(Callback):
+    """Records whether the validation loader was sharded during each validation."""
+
+    def __init__(self):
+        self.sharded: list[bool] = []
+
+    def on_validate_begin(self):
+        self.sharded.append(self.state.data.val_dl.world_size > 1)
+
+
 class FailAt(Callback):
     """Raises at the start of epoch `epoch`, on every rank."""
 
@@ -93,9 +100,10 @@ def main(out: Path, cfg: dict) -> None:
     if r == 0:
         torch.save(model.state_dict(), out / "init.pt")
     opt = torch.optim.Adam(model.parameters(), cfg["lr"])
-    log = RowLog()
+    log, probe = RowLog(), ValProbe()
     res = fit(model, data, cfg["epochs"], opt, F.mse_loss, metrics=[mae],
-              callbacks=[log, SaveBestModel(out / f"best{r}.pt"), CSVLogger(out / f"log{r}.csv")])
+              callbacks=[log, probe, SaveBestModel(out / f"best{r}.pt"),
+                         CSVLogger(out / f"log{r}.csv")])
     assert world_size() == 2 and rank() == r
     if is_main_process():
         torch.save(unwrap(model).state_dict(), out / "final.pt")
@@ -107,6 +115,7 @@ def main(out: Path, cfg: dict) -> None:
         "iterations": log.iterations,
         "n_batches": log.n_batches,
         "sizes": log.sizes,
+        "val_sharded": probe.sharded,
         "trn_pairs": data.trn_dl.tensors[0].tolist(),
         "after": {"world_size": data.trn_dl.world_size, "val_world_size": data.val_dl.world_size,
                   "model_type": type(res.state.stepper.model).__name__},
@@ -121,7 +130,34 @@ def main(out: Path, cfg: dict) -> None:
                              "model_type": type(stepper.model).__name__}
     again = fit(model, data, 1, opt, F.mse_loss, verbose=False)
     result["again"] = list(again)
+    result["learner"] = learner_part(out, cfg, cf)
     (out / f"rank{r}.json").write_text(json.dumps(result))
+
+
+def learner_part(out: Path, cfg: dict, cf) -> dict:
+    """The Learner under DDP: lr_find refuses, SGDR over global iterations, a stateful
+    (whole-validation-set) metric, rank-0-only saving, and resuming from a checkpoint."""
+    from minifast.checkpoint import Checkpoint
+    from minifast.collab import precision_at_k
+
+    res: dict = {}
+    torch.manual_seed(0)
+    learn = cf.get_learner(cfg["n_factors"], get_cv_idxs(cf.n), cfg["bs"], seed=3, path=out,
+                           metrics=[precision_at_k(5)])
+    try:
+        learn.lr_find()
+    except RuntimeError as e:
+        res["lr_find"] = str(e)
+    probe, probe2 = ValProbe(), ValProbe()
+    fitted = learn.fit(cfg["lr"], 1, cycle_len=2, callbacks=[probe, Checkpoint(out / "ckpt")],
+                       verbose=False)
+    res.update(lrs=learn.recorder.lrs, iterations=learn.recorder.iterations,
+               history=fitted.history, val_sharded=probe.sharded)
+    learn.save("ddp")
+    resumed = learn.fit(cfg["lr"], 1, cycle_len=3, callbacks=[probe2], resume=out / "ckpt",
+                        verbose=False)
+    res.update(resumed=resumed.history, resumed_sharded=probe2.sharded)
+    return res
 
 
 if __name__ == "__main__":
