@@ -15,6 +15,13 @@ from .callbacks import (
 from .checkpoint import Checkpoint, find_checkpoints, load_checkpoint, restore_checkpoint
 from .data import ArrayLoader, ColumnarModelData, ModelData, check_val_idxs, get_cv_idxs, split_by_idx
 from .device import T, default_device, to_device
+from .distributed import (
+    destroy_distributed,
+    distributed_session,
+    init_distributed,
+    is_main_process,
+    unwrap,
+)
 from .fit import FitResult, fit, predict, validate
 from .learner import Learner, default_crit
 from .optim import get_lrs, get_moms, set_lrs, set_moms, set_wds
@@ -47,4 +54,5 @@ __all__ = [
     "Learner", "default_crit", "plot_loss", "plot_lr", "plot_lr_find", "CircularLR",
     "CircularLR_beta", "ConstantLR", "CosAnneal", "LR_Finder", "LR_Updater", "OneCycle",
     "lr_suggestion", "sum_geom",
+    "distributed_session", "init_distributed", "destroy_distributed", "is_main_process", "unwrap",
 ]

@@ -80,7 +80,8 @@ def test_shards_cover_each_row_once_with_equal_step_counts(n, bs, w, drop_last, 
     single.set_epoch(epoch)
     glob = [b[0] for b in single]
     if n % (bs * w) == 0 or n % (bs * w) >= w or n < w:
-        assert all(torch.equal(g, torch.cat(s)) for g, s in zip(glob, zip(*per_rank)))
+        assert all(torch.equal(g, torch.cat(s))
+                   for g, s in zip(glob, zip(*per_rank, strict=True), strict=True))
 
 
 def test_tail_smaller_than_world_joins_last_batch():
