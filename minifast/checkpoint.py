@@ -117,14 +117,15 @@ class Checkpoint(Callback):
             path = None
             print(f"minifast: could not write a checkpoint on interrupt: {type(e).__name__}: {e}",
                   file=sys.stderr)
+        head = "minifast: training interrupted" + (" mid-step" if self.resume_position() is None
+                                                   else "") + f" at {where}"
         if path is not None:
-            msg = (f"minifast: training interrupted at {where}; checkpoint saved to {path}; "
-                   f'resume with fit(..., resume="{path}")')
+            msg = f'{head}; checkpoint saved to {path}; resume with fit(..., resume="{path}")'
         elif self.last_path is not None:
-            msg = (f"minifast: training interrupted mid-step at {where}; no checkpoint there; "
-                   f'resume from the last one with fit(..., resume="{self.last_path}")')
+            msg = (f"{head}; no checkpoint there; resume from the last one with "
+                   f'fit(..., resume="{self.last_path}")')
         else:
-            msg = f"minifast: training interrupted at {where}; no checkpoint to resume from"
+            msg = f"{head}; no checkpoint to resume from"
         print(msg, file=sys.stderr, flush=True)
 
     # -- saving ----------------------------------------------------------------------------

@@ -68,12 +68,12 @@ def build(out, opt: str = "adam"):
 
 
 def train(out, callbacks=(), resume=None, opt: str = "adam", n_epochs: int = N_EPOCHS,
-          jitter: bool = True):
-    """One run; returns (model, opt, FitResult)."""
+          jitter: bool = True, **kwargs):
+    """One run (`kwargs` go to `fit`); returns (model, opt, FitResult)."""
     model, o, data = build(out, opt)
     cbs = [Jitter()] if jitter else []
     res = fit(model, data, n_epochs, o, F.mse_loss, callbacks=[*cbs, *callbacks], resume=resume,
-              verbose=False, progress=False)
+              verbose=False, progress=False, **kwargs)
     return model, o, res
 
 
