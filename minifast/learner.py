@@ -347,7 +347,7 @@ class Learner:
         else:
             cycle_len = _positive_int(cycle_len, "cycle_len")
             n_epochs = sum_geom(cycle_len, cycle_mult, n_cycle)
-            sched = self._cyclic_sched(lrs_pg, n_batches * cycle_len, cycle_mult, use_clr,
+            sched = self._cyclic_sched(lrs_pg, n_batches, cycle_len, cycle_mult, use_clr,
                                        use_clr_beta, cycle_save_name)
         self._apply_wds(wds, bool(use_wd_sched))
         set_lrs(self.opt, lrs_pg)
@@ -365,18 +365,22 @@ class Learner:
             if sched.mom_at(0) is not None:  # a cycled momentum goes back to the optimiser's
                 set_moms(self.opt, [0.0 if m is None else m for m in saved_moms])
 
-    def _cyclic_sched(self, lrs_pg, nb, cycle_mult, use_clr, use_clr_beta, cycle_save_name):
+    def _cyclic_sched(self, lrs_pg, n_batches, cycle_len, cycle_mult, use_clr, use_clr_beta,
+                      cycle_save_name):
+        # nb is provisional: the schedule recounts it from cycle_len and the batches per epoch
+        # fit actually runs (a rank's share under DDP, known once fit has sharded the loader)
+        nb, kw = n_batches * cycle_len, {"cycle_len": cycle_len}
         on_end = None
         if cycle_save_name is not None:
             def on_end(sched, cycle):
                 self.save(f"{cycle_save_name}_cyc_{cycle}")
         if use_clr is not None:
             div, cut_div, moms = self._clr_args(use_clr, "use_clr", "(div, cut_div[, max_mom, min_mom])")
-            return CircularLR(nb, div, cut_div, moms, cycle_mult, lrs_pg, on_end)
+            return CircularLR(nb, div, cut_div, moms, cycle_mult, lrs_pg, on_end, **kw)
         if use_clr_beta is not None:
             div, pct, moms = self._clr_args(use_clr_beta, "use_clr_beta", "(div, pct[, max_mom, min_mom])")
-            return OneCycle(nb, div, pct, moms, cycle_mult, lrs_pg, on_end)
-        return CosAnneal(nb, cycle_mult, lrs_pg, on_end)
+            return OneCycle(nb, div, pct, moms, cycle_mult, lrs_pg, on_end, **kw)
+        return CosAnneal(nb, cycle_mult, lrs_pg, on_end, **kw)
 
     def _clr_args(self, args, name: str, form: str):
         args = list(args)

@@ -296,17 +296,25 @@ class ConstantLR(LR_Updater):
 
 
 class _Cyclic(LR_Updater):
-    """A schedule made of cycles of `nb`, `nb*cycle_mult`, ... iterations."""
+    """A schedule made of cycles of `nb`, `nb*cycle_mult`, ... iterations.
+
+    With `cycle_len` (epochs per first cycle), `nb` is set when training begins to
+    `cycle_len` x the batches this process trains per epoch (`state.n_batches`: under DDP a
+    rank's share, known only once `fit` has sharded the loader). Without `nb` or `cycle_len`,
+    a cycle is one epoch.
+    """
 
     def __init__(self, nb: int | None, cycle_mult: int = 1, lrs: LRs | None = None,
-                 on_cycle_end: Callable | None = None):
+                 on_cycle_end: Callable | None = None, cycle_len: int | None = None):
         super().__init__(lrs, on_cycle_end)
         self.nb = _check_nb(nb)
         self.cycle_mult = _check_cycle_mult(cycle_mult)
+        self.cycle_len = _check_nb(cycle_len, "cycle_len")
 
     def on_train_begin(self) -> None:
-        if self.nb is None:  # default: one cycle per epoch
-            self.nb = _check_nb(self.state.n_batches, "batches per epoch")
+        if self.cycle_len is not None or self.nb is None:
+            per_epoch = _check_nb(self.state.n_batches, "batches per epoch")
+            self.nb = per_epoch * (self.cycle_len or 1)
         super().on_train_begin()
 
     def cycle_ended(self, n: int) -> int | None:
@@ -332,8 +340,9 @@ class CircularLR(_Cyclic):
     `moms=(max_mom, min_mom)` the momentum is cycled opposite to the LR."""
 
     def __init__(self, nb: int | None, div: float = 4, cut_div: float = 8, moms=None,
-                 cycle_mult: int = 1, lrs: LRs | None = None, on_cycle_end: Callable | None = None):
-        super().__init__(nb, cycle_mult, lrs, on_cycle_end)
+                 cycle_mult: int = 1, lrs: LRs | None = None, on_cycle_end: Callable | None = None,
+                 cycle_len: int | None = None):
+        super().__init__(nb, cycle_mult, lrs, on_cycle_end, cycle_len)
         if not div >= 1 or not cut_div > 0:
             raise ValueError(f"CircularLR needs div >= 1 and cut_div > 0, got div={div}, cut_div={cut_div}")
         self.div, self.cut_div, self.moms = div, cut_div, _check_moms(moms)
@@ -353,8 +362,9 @@ class OneCycle(_Cyclic):
     the last 10% of the cycle anneals to `lr/div/100`)."""
 
     def __init__(self, nb: int | None, div: float = 10, pct: float = 10, moms=None,
-                 cycle_mult: int = 1, lrs: LRs | None = None, on_cycle_end: Callable | None = None):
-        super().__init__(nb, cycle_mult, lrs, on_cycle_end)
+                 cycle_mult: int = 1, lrs: LRs | None = None, on_cycle_end: Callable | None = None,
+                 cycle_len: int | None = None):
+        super().__init__(nb, cycle_mult, lrs, on_cycle_end, cycle_len)
         if not div >= 1:
             raise ValueError(f"OneCycle needs div >= 1, got {div}")
         if not 0 <= pct < 100:

@@ -289,3 +289,12 @@ def test_cyclic_schedules_lengthen_cycles_by_cycle_mult():
         assert [grown.lr_at(t) for t in range(nb)] == [make(nb, 1).lr_at(t) for t in range(nb)]
         assert [grown.lr_at(nb + t) for t in range(2 * nb)] == [single.lr_at(t) for t in range(2 * nb)]
         assert grown.cycle_ended(nb) == 0 and grown.cycle_ended(3 * nb) == 1
+
+
+def test_cycle_len_counts_the_batches_fit_actually_runs():
+    """Under DDP fit shards the loader before on_train_begin: nb follows state.n_batches."""
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.5)
+    sched = CosAnneal(100, 2, lrs=0.5, cycle_len=2)  # 100: provisional, the unsharded count
+    sched.state = SimpleNamespace(opt=opt, iteration=0, stepper=None, n_batches=7)
+    sched.on_train_begin()
+    assert sched.nb == 14 and sched.cycle_ended(14) == 0
