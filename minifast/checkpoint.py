@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .callbacks import Callback, CallbackHandler, Printer, Recorder
-from .distributed import is_main_process, unwrap
+from .distributed import is_main_process, unwrap, world_size
 from .saving import CheckpointError, atomic_save, load_model_state, safe_load
 from .state import FitState
 
@@ -261,6 +261,7 @@ def make_checkpoint(state: FitState, cbs: CallbackHandler | None,
         "torch_version": str(torch.__version__),
         "n_epochs": int(state.n_epochs),
         "n_batches": int(state.n_batches),
+        "world_size": world_size(),
         "model": unwrap(state.model).state_dict(),
         "opt": _plain(state.opt.state_dict(), "optimizer state"),
         "state": _plain(st, "fit state"),
@@ -372,7 +373,14 @@ def restore_checkpoint(resume, state: FitState, cbs: CallbackHandler) -> Path | 
 
 def _apply(ckpt: dict, state: FitState, cbs: CallbackHandler, path: Path) -> None:
     # Check everything that can mismatch before changing anything.
-    if ckpt["n_batches"] != state.n_batches:
+    saved_ws = ckpt.get("world_size", 1)
+    if saved_ws != world_size():
+        raise CheckpointError(
+            f"{path} was saved by a run of {saved_ws} process(es), this one has {world_size()}: "
+            f"resuming needs the same number, so that a step covers the same rows"
+        )
+    # Under DDP the loader is sharded (and n_batches recounted) only after the restore.
+    if world_size() == 1 and ckpt["n_batches"] != state.n_batches:
         raise CheckpointError(
             f"{path} was saved with {ckpt['n_batches']} batches per epoch, but this data has "
             f"{state.n_batches}: resuming needs the same training data and batch size"

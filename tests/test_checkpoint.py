@@ -106,6 +106,25 @@ def test_resume_twice_and_with_a_schedule(tmp_path):
     assert len(set(resumed["recorder"]["lrs"])) > 10  # the schedule really moved the LR
 
 
+@pytest.mark.parametrize("clr", [None, (10, 10, 0.95, 0.85)])
+def test_learner_fit_resumes_exactly(tmp_path, clr):
+    from minifast.learner import Learner
+
+    def run(callbacks, resume=None):
+        model, _, data = build(tmp_path)
+        learn = Learner(data, model)
+        res = learn.fit(1e-2, 2, wds=1e-4, use_wd_sched=True, cycle_len=1, cycle_mult=2,
+                        use_clr_beta=clr, callbacks=callbacks, resume=resume, verbose=False,
+                        progress=False)
+        return result(learn.model, learn.opt, res.recorder, res.history)
+
+    full = run([])
+    ck = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        run([Checkpoint(ck, every_n_iters=5), InterruptAfterBatch(23)])
+    assert_same_run(full, run([Checkpoint(ck, every_n_iters=5)], resume=True))
+
+
 @pytest.mark.parametrize("which", ["torch", "numpy", "python"])
 def test_every_rng_matters(tmp_path, which):
     """The proof above can fail: disturb one global RNG after the restore and the run differs."""
@@ -330,6 +349,12 @@ def test_foreign_or_mismatched_checkpoints(tmp_path):
     with pytest.raises(CheckpointError, match=r"unexpected keys \['extra.weight'\].*0.weight: file"):
         fit(model, data, 1, opt, F.mse_loss, resume=tmp_path / "other_model.pt", verbose=False)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+    sd = load_checkpoint(newest)
+    sd["world_size"] = 2
+    torch.save(sd, tmp_path / "ddp.pt")
+    with pytest.raises(CheckpointError, match="saved by a run of 2 process"):
+        fit(model, data, 1, opt, F.mse_loss, resume=tmp_path / "ddp.pt", verbose=False)
 
     data.trn_dl = ArrayLoader(*data.trn_dl.tensors, batch_size=8, shuffle=True)
     with pytest.raises(CheckpointError, match="saved with 15 batches per epoch, but this data has 30"):
