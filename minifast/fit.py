@@ -170,12 +170,13 @@ def _epoch_row(state: FitState) -> dict:
 
 
 def _nan_message(state: FitState, e: NonFiniteLossError) -> str:
-    good = state.smooth_loss
+    good = (f"last good smoothed loss {state.smooth_loss:.5f}" if state.iteration
+            else "no good step in this run yet")
     return (
         f"{e} at epoch {state.epoch}, iteration {state.iteration} (batch {state.batch_idx} of "
-        f"{state.n_batches}), lr {state.lr:.3g}; last good smoothed loss "
-        f"{good:.5f}. The step was not taken, so the model holds its last good weights. Try a "
-        f"lower learning rate or gradient clipping (clip=...), or pass stop_on_nan=False."
+        f"{state.n_batches}), lr {state.lr:.3g}; {good}. The step was not taken, so the model "
+        f"holds its last good weights. Try a lower learning rate or gradient clipping "
+        f"(clip=...), or pass stop_on_nan=False."
     )
 
 

@@ -73,6 +73,12 @@ def test_non_finite_loss_stops_with_context_and_keeps_last_good_state(tmp_path, 
     assert [f.name for f in find_checkpoints(ck)] == ["ckpt-00000022.pt"]
 
 
+def test_non_finite_loss_at_the_first_batch(tmp_path):
+    with pytest.raises(NonFiniteLossError, match=r"iteration 0 .*no good step in this run yet") as e:
+        train(tmp_path, [Poison(0)])
+    assert "smoothed loss nan" not in str(e.value)
+
+
 def test_non_finite_penalty_from_reg_fn_is_refused_too(tmp_path):
     calls = []
 
