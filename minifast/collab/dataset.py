@@ -197,7 +197,14 @@ class CollabFilterDataset:
             if _same_label(names[a], names[b]):
                 raise ValueError(f"user, item and rating columns must differ, got {names}")
         src = rows.source
-        cols = [_find_column(df, n, role, src) for n, role in zip(names, ("user", "item", "rating"), strict=True)]
+        cols, errors = [], []
+        for n, role in zip(names, ("user", "item", "rating"), strict=True):
+            try:
+                cols.append(_find_column(df, n, role, src))
+            except ValueError as e:  # report every bad column at once, not one per run
+                errors.append(str(e))
+        if errors:
+            raise ValueError("; ".join(errors))
         return cls(path, *cols, user_name, item_name, rating_name, source=src, rows=rows)
 
     # --- id maps -----------------------------------------------------------------------

@@ -14,7 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["load_ratings", "load_movies", "movie_titles", "load_ml100k_split", "RATING_COLUMNS"]
+__all__ = [
+    "load_ratings", "load_movies", "movie_titles", "load_ml100k_split", "movielens_path",
+    "RATING_COLUMNS",
+]
 
 RATING_COLUMNS = ["userId", "movieId", "rating", "timestamp"]
 _NO_GENRES = "(no genres listed)"
@@ -85,3 +88,16 @@ def load_ml100k_split(path: str | os.PathLike, split: str = "u1") -> tuple[pd.Da
     """ml-100k's predefined split `split` (`u1`..`u5`, `ua`, `ub`): `(base, test)` rating frames."""
     path = _folder(path)
     return _read_udata(path / f"{split}.base"), _read_udata(path / f"{split}.test")
+
+
+def movielens_path(data: str | os.PathLike) -> Path:
+    """The folder for `data`: an existing folder as is, else a MovieLens data set name resolved
+    (and downloaded if need be) by `download_movielens`."""
+    from .download import download_movielens
+
+    p = Path(data).expanduser()
+    if p.is_dir():
+        return p
+    if p.suffix or "/" in str(data) or "\\" in str(data):
+        raise FileNotFoundError(f"no such file or MovieLens folder: {p}")
+    return download_movielens(str(data))

@@ -1,0 +1,41 @@
+"""CPU speed settings for training embeddings: flush denormals, fused Adam.
+
+Embedding gradients are tiny and sparse; on CPU, Adam's moment estimates of rarely seen rows
+decay into denormal floats, whose arithmetic is 10-100x slower. Flushing them to zero and
+using the fused Adam kernel cut a lesson-5 step about 3x on CPU without changing results
+beyond float noise. Both are opt-in process settings, used by the command line and example.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Callable, Iterator
+
+import torch
+
+__all__ = ["flush_denormal", "fast_adam"]
+
+
+def _flushing() -> bool:
+    return (torch.tensor([1e-40]) * 1.0).item() == 0.0  # a denormal survives unless flushed
+
+
+@contextlib.contextmanager
+def flush_denormal() -> Iterator[None]:
+    """Flush denormal floats to zero inside the block; the previous setting is restored."""
+    was = _flushing()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(was)
+
+
+def fast_adam() -> Callable[..., torch.optim.Optimizer]:
+    """`torch.optim.Adam`, fused where this torch build supports it (else the plain one)."""
+    try:
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)], fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam
+    return functools.partial(torch.optim.Adam, fused=True)
