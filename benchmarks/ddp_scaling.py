@@ -5,13 +5,14 @@
 For each per-rank batch size b it trains lesson 5's EmbeddingDotBias (50 factors) on the 2016
 ml-latest-small ratings (80,004 training, 20,000 validation) with Adam and a fixed seed:
 
-  * 1 process, batch 2b          (`python benchmarks/ddp_scaling.py --worker ...`)
-  * 2 processes, batch b each    (`torchrun --nproc_per_node 2 ... --worker ...`, 127.0.0.1)
+  * 1 process, batch 2b, 1 thread     (`python benchmarks/ddp_scaling.py --worker-bs ...`)
+  * with --threads2: 1 process, batch 2b, OMP_NUM_THREADS=2 (2 cores without DDP)
+  * 2 processes, batch b each, 1 thread each (`torchrun --nproc_per_node 2 ...`, 127.0.0.1)
 
-Both make the same updates from the same initial weights (DDP averages the ranks' gradients),
-so their validation MSE must agree to float precision; only the time differs. Every process
-runs with OMP_NUM_THREADS=1, so the comparison is 1 core vs 2 cores. Reports seconds per
-epoch (training + validation, mean over the epochs after the first) and the final val MSE.
+All make the same updates from the same initial weights (DDP averages the ranks' gradients),
+so their validation MSE must agree to float precision; only the time differs. Reports seconds
+per epoch (training + validation, mean over the epochs after the first), the speedup over
+1 process x 1 thread, and the final val MSE.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(procs: int, bs: int, args) -> dict:
+def run(procs: int, bs: int, threads: int, args) -> dict:
     """Launch one configuration in fresh processes; return rank 0's JSON."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "res.json"
@@ -70,7 +71,7 @@ def run(procs: int, bs: int, args) -> dict:
         else:
             cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
                    "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *tail]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         subprocess.run(cmd, env=env, check=True)
         return json.loads(out.read_text())
 
@@ -81,24 +82,26 @@ def main(argv=None) -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--bs", default="64,512", help="per-rank batch sizes, comma-separated")
     ap.add_argument("--lr", type=float, default=1e-2)
+    ap.add_argument("--threads2", action="store_true", help="also 1 process with 2 threads")
     ap.add_argument("--worker-bs", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker_bs:
         return worker(args)
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, OMP_NUM_THREADS=1 per process, "
-          f"{args.epochs} epochs, Adam lr {args.lr}")
-    print(f"{'procs':>5} {'bs/rank':>7} {'global':>6} {'steps':>5} {'s/epoch':>8} "
-          f"{'speedup':>7} {'val MSE':>9}")
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.epochs} epochs, "
+          f"Adam lr {args.lr}")
+    print(f"{'procs':>5} {'threads':>7} {'bs/rank':>7} {'global':>6} {'steps':>5} "
+          f"{'s/epoch':>8} {'speedup':>7} {'val MSE':>9}")
     for b in (int(s) for s in args.bs.split(",")):
         base = None
-        for procs, bs in ((1, 2 * b), (2, b)):
-            r = run(procs, bs, args)
+        configs = [(1, 2 * b, 1), *([(1, 2 * b, 2)] if args.threads2 else []), (2, b, 1)]
+        for procs, bs, threads in configs:
+            r = run(procs, bs, threads, args)
             later = r["times"][1:] or r["times"]
             t = statistics.mean(later)
             base = base or t
-            print(f"{procs:>5} {bs:>7} {2 * b:>6} {r['steps']:>5} {t:>8.2f} {base / t:>6.2f}x "
-                  f"{r['val_mse']:>9.5f}", flush=True)
+            print(f"{procs:>5} {threads:>7} {bs:>7} {2 * b:>6} {r['steps']:>5} {t:>8.2f} "
+                  f"{base / t:>6.2f}x {r['val_mse']:>9.5f}", flush=True)
     print(f"data: {r['src']} ({r['n_trn']} training rows)")
 
 
