@@ -83,6 +83,8 @@ class Checkpoint(Callback):
     # -- events --------------------------------------------------------------------------
     def on_train_begin(self) -> None:
         self._in_batch, self._last_pos = False, None
+        if self.state.iteration == 0:  # a fresh run (a resumed one knows the file it came from)
+            self.last_path = None
         old = self.checkpoints() if is_main_process() else []
         if old and self.state.iteration == 0:
             warnings.warn(
@@ -364,6 +366,8 @@ def restore_checkpoint(resume, state: FitState, cbs: CallbackHandler) -> Path | 
     else:
         raise TypeError(f"resume must be a checkpoint path, a directory or True; got {resume!r}")
     _apply(ckpt, state, cbs, path)
+    if own is not None:
+        own.last_path = path  # where a resumed run goes back to if interrupted mid-step
     if cbs.find(Printer) is not None and is_main_process():
         s = state
         print(f"resuming from {path}: epoch {s.epoch}, batch {s.batch_idx}/{s.n_batches} "

@@ -122,6 +122,17 @@ def _same(x, y) -> bool:
     return x == y
 
 
+class InterruptAfterBatch(Callback):
+    """Raises KeyboardInterrupt (what Ctrl-C raises) after batch `it` (1-based)."""
+
+    def __init__(self, it: int):
+        self.it = it
+
+    def on_batch_end(self, loss):
+        if self.state.iteration == self.it:
+            raise KeyboardInterrupt
+
+
 class HangMidStep(Callback):
     """Writes `ready` after the checkpoint at iteration `ready_at`, then hangs inside the step
     of batch `hang_at` (after backward, before opt.step) until the process is killed."""

@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from resume_worker import N_BATCHES, N_EPOCHS, assert_same_run, build, result, train
+from resume_worker import (
+    N_BATCHES,
+    N_EPOCHS,
+    InterruptAfterBatch,
+    assert_same_run,
+    build,
+    result,
+    train,
+)
 
 from minifast import (
     ArrayLoader,
@@ -26,24 +34,6 @@ from minifast import (
 from minifast.schedules import CosAnneal
 
 WORKER = Path(__file__).with_name("resume_worker.py")
-
-
-class InterruptAfterBatch(Callback):
-    def __init__(self, it):
-        self.it = it
-
-    def on_batch_end(self, loss):
-        if self.state.iteration == self.it:
-            raise KeyboardInterrupt
-
-
-class InterruptInStep(Callback):
-    def __init__(self, it):
-        self.it = it
-
-    def on_step_begin(self):
-        if self.state.iteration + 1 == self.it:
-            raise KeyboardInterrupt
 
 
 def full_run(tmp_path, **kw):

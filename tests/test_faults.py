@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from resume_worker import N_BATCHES, N_EPOCHS, assert_same_run, result, train
+from resume_worker import (
+    N_BATCHES,
+    N_EPOCHS,
+    InterruptAfterBatch,
+    assert_same_run,
+    result,
+    train,
+)
 
 from minifast import Callback, Checkpoint, NonFiniteLossError, Recorder, find_checkpoints
 
@@ -197,6 +204,14 @@ def test_interrupt_mid_step_before_any_checkpoint_says_so(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "training interrupted mid-step at epoch 0, batch 3/15 (iteration 3)" in err
     assert "no checkpoint to resume from" in err and not (tmp_path / "ckpt").exists()
+    # a resumed run interrupted mid-step points back to the file it resumed from
+    path = tmp_path / "elsewhere.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path, [Checkpoint(path, every_n_epochs=None), InterruptAfterBatch(2)])
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path, [InterruptInStep(), Checkpoint(tmp_path / "ckpt")],
+              resume=tmp_path / "elsewhere-00000002.pt")
+    assert f'no checkpoint there; resume from the last one with fit(..., resume="{tmp_path}/elsewhere-00000002.pt")' in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------
