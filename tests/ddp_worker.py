@@ -157,12 +157,6 @@ def learner_part(out: Path, cfg: dict, cf) -> dict:
     resumed = learn.fit(cfg["lr"], 1, cycle_len=3, callbacks=[probe2], resume=out / "ckpt",
                         verbose=False)
     res.update(resumed=resumed.history, resumed_sharded=probe2.sharded)
-    # Workaround documented for Learner's cycle length: shard the training loader up front.
-    dl = learn.data.trn_dl
-    dl.rank, dl.world_size = rank(), world_size()
-    learn.fit(cfg["lr"], 1, cycle_len=1, verbose=False)
-    dl.rank, dl.world_size = 0, 1
-    res["presharded_lrs"] = learn.recorder.lrs
     return res
 
 
