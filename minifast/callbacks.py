@@ -329,8 +329,11 @@ class EarlyStopping(_Monitor):
         self.patience, self.wait = patience, 0
 
     def on_train_begin(self) -> None:
-        super().on_train_begin()
+        self.best = math.inf if self.mode == "min" else -math.inf
         self.wait = 0
+        for row in self.state.history:  # a resumed run replays its epochs: best and patience
+            improved = self._improved(float(row.get(self.monitor, math.nan)))
+            self.wait = 0 if improved else self.wait + 1
 
     def on_epoch_end(self, vals: list[float]) -> bool:
         if self._improved(_monitor_value(self.state, self.monitor)):
@@ -374,11 +377,14 @@ class CSVLogger(Callback):
             self.fresh = not (self.append and self.path.exists() and self.path.stat().st_size)
             if self.fresh:
                 self.path.write_text("")
+                for row in self.state.history:  # a resumed run: the epochs before the checkpoint
+                    self._write(row)
 
     def on_epoch_end(self, vals: list[float]) -> None:
-        if not self.enabled:
-            return
-        row = self.state.history[-1]
+        if self.enabled:
+            self._write(self.state.history[-1])
+
+    def _write(self, row: dict) -> None:
         with self.path.open("a", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(row))
             if self.fresh:

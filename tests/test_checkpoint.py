@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,8 @@ from minifast import (
     Callback,
     Checkpoint,
     CheckpointError,
+    CSVLogger,
+    EarlyStopping,
     find_checkpoints,
     fit,
     load_checkpoint,
@@ -113,6 +116,25 @@ def test_learner_fit_resumes_exactly(tmp_path, clr):
     with pytest.raises(KeyboardInterrupt):
         run([Checkpoint(ck, every_n_iters=5), InterruptAfterBatch(23)])
     assert_same_run(full, run([Checkpoint(ck, every_n_iters=5)], resume=True))
+
+
+def test_early_stopping_and_csv_log_continue_across_a_resume(tmp_path):
+    def cbs(d):
+        # min_delta=10: only the first epoch "improves", so patience 2 stops after epoch 2
+        return [EarlyStopping(patience=2, min_delta=10), CSVLogger(d / "log.csv")]
+
+    model, opt, res = train(tmp_path / "full", cbs(tmp_path / "full"), n_epochs=6)
+    full = result(model, opt, res.recorder, res.history)
+    assert res.state.stopped and len(res.history) == 3
+    run, ck = tmp_path / "run", tmp_path / "run" / "ckpt"
+    with pytest.raises(KeyboardInterrupt):  # after epoch 1's checkpoint (iteration 30)
+        train(run, [*cbs(run), Checkpoint(ck), InterruptAfterBatch(33)], n_epochs=6)
+    model, opt, res = train(run, cbs(run), resume=ck / "ckpt-00000030.pt", n_epochs=6)
+    assert res.state.stopped
+    assert_same_run(full, result(model, opt, res.recorder, res.history))
+    full_log, run_log = (pd.read_csv(d / "log.csv") for d in (tmp_path / "full", run))
+    assert list(run_log["epoch"]) == [0, 1, 2]
+    pd.testing.assert_frame_equal(full_log.drop(columns="time"), run_log.drop(columns="time"))
 
 
 @pytest.mark.parametrize("which", ["torch", "numpy", "python"])
