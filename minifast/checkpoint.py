@@ -112,15 +112,16 @@ class Checkpoint(Callback):
         if not self.state.interrupted or not is_main_process():
             return
         s = self.state
-        where = f"epoch {s.epoch}, batch {s.batch_idx}/{s.n_batches} (iteration {s.iteration})"
+        pos = self.resume_position()
+        epoch, batch = pos if pos is not None else (s.epoch, s.batch_idx)
+        where = f"epoch {epoch}, batch {batch}/{s.n_batches} (iteration {s.iteration})"
         try:
             path = self.save()
         except Exception as e:  # never hide the KeyboardInterrupt behind a failed save
             path = None
             print(f"minifast: could not write a checkpoint on interrupt: {type(e).__name__}: {e}",
                   file=sys.stderr)
-        head = "minifast: training interrupted" + (" mid-step" if self.resume_position() is None
-                                                   else "") + f" at {where}"
+        head = f"minifast: training interrupted{' mid-step' if pos is None else ''} at {where}"
         if path is not None:
             msg = f'{head}; checkpoint saved to {path}; resume with fit(..., resume="{path}")'
         elif self.last_path is not None:

@@ -21,7 +21,14 @@ from resume_worker import (
     train,
 )
 
-from minifast import Callback, Checkpoint, NonFiniteLossError, Recorder, find_checkpoints
+from minifast import (
+    Callback,
+    Checkpoint,
+    NonFiniteLossError,
+    Recorder,
+    find_checkpoints,
+    load_checkpoint,
+)
 
 WORKER = Path(__file__).with_name("resume_worker.py")
 
@@ -191,6 +198,19 @@ def test_second_ctrl_c_interrupts_at_once_without_a_half_checkpoint(tmp_path, ca
     assert "interrupted mid-step" in err and 'resume="' + str(ck / "ckpt-00000015.pt") in err
     assert [p.name for p in find_checkpoints(ck)] == ["ckpt-00000015.pt"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_interrupt_at_an_epoch_end_resumes_at_the_next_epoch(tmp_path, capsys):
+    class InterruptAtEpochEnd(Callback):
+        def on_epoch_end(self, vals):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path, [InterruptAtEpochEnd(), Checkpoint(tmp_path / "ckpt", every_n_epochs=None)])
+    line, path = _message(capsys.readouterr().err)
+    assert "at epoch 1, batch 0/15 (iteration 15)" in line
+    sd = load_checkpoint(path)
+    assert (sd["state"]["epoch"], sd["state"]["batch_idx"], len(sd["state"]["history"])) == (1, 0, 1)
 
 
 def test_interrupt_mid_step_before_any_checkpoint_says_so(tmp_path, capsys):
