@@ -60,8 +60,9 @@ def fit(
     Per batch the raw loss feeds `avg_loss = avg_loss*avg_mom + loss*(1-avg_mom)`, reported
     debiased as `avg_loss / (1 - avg_mom**iteration)`. Extra `kwargs` (`clip`, `reg_fn`,
     `stop_on_nan`) go to the `stepper`. `progress` (default: when stderr is a terminal) shows
-    tqdm bars; `verbose` prints a row per epoch. `resume` is a checkpoint path (see
-    `Checkpoint`). `distributed` (default: when launched by torchrun) trains with
+    tqdm bars; `verbose` prints a row per epoch. `resume` continues a run exactly from a
+    checkpoint file, a folder of them (the newest good one), or True (the `Checkpoint`
+    callback's own folder); see `minifast.checkpoint`. `distributed` (default: when launched by torchrun) trains with
     DistributedDataParallel, sharding the loaders across ranks (see minifast.distributed);
     False never does. Returns a `FitResult`: the final `[val_loss, *metrics]` with the history.
     """
