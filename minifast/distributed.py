@@ -4,7 +4,7 @@ what `fit` does differently under DistributedDataParallel (DDP).
 A script runs unchanged under `torchrun --nproc_per_node N script.py`: `fit` sees torchrun's
 environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), joins the process group
 (gloo on CPU, nccl on CUDA, one GPU per local rank), and for the duration of the call wraps the
-model in DDP and shards both loaders across ranks. `distributed_session()` makes the group's
+model in DDP and shards the loaders across ranks. `distributed_session()` makes the group's
 lifetime explicit (and picks the GPU before the model is built); `fit(..., distributed=False)`
 opts out. See docs/distributed.md for what is synchronised and why.
 """
