@@ -214,6 +214,15 @@ class LR_Updater(Callback):
         """The index of the cycle that ends after `n` iterations, or None."""
         return None
 
+    def state_dict(self) -> dict:
+        """The base LRs: a checkpoint keeps them, since after a resume the optimiser holds the
+        scheduled LR, not the base one that `lrs=None` took from it."""
+        return {"lrs": self.lrs}
+
+    def load_state_dict(self, sd: dict) -> None:
+        """Restore `state_dict()`."""
+        self.lrs = sd["lrs"]
+
     def on_train_begin(self) -> None:
         if self.lrs is None:
             self.lrs = get_lrs(self.state.opt)

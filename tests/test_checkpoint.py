@@ -99,6 +99,18 @@ def test_resume_twice_and_with_a_schedule(tmp_path):
     assert len(set(resumed["recorder"]["lrs"])) > 10  # the schedule really moved the LR
 
 
+def test_resume_with_a_schedule_that_takes_its_lr_from_the_optimiser(tmp_path):
+    # lrs=None: the base LR comes from the optimiser at train begin; after a restore the
+    # optimiser holds the scheduled LR, so the schedule's own state must be checkpointed.
+    def sched():
+        return CosAnneal(2 * N_BATCHES, lrs=None)
+
+    full = full_run(tmp_path, callbacks=[sched()], jitter=False)
+    ck = tmp_path / "run" / "ckpt"
+    interrupted_run(tmp_path, 9, [sched(), Checkpoint(ck, every_n_iters=4)], jitter=False)
+    assert_same_run(full, resumed_run(tmp_path, True, [sched(), Checkpoint(ck)], jitter=False))
+
+
 @pytest.mark.parametrize("clr", [None, (10, 10, 0.95, 0.85)])
 def test_learner_fit_resumes_exactly(tmp_path, clr):
     from minifast.learner import Learner
