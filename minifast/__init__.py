@@ -14,6 +14,7 @@ from .callbacks import (
 )
 from .checkpoint import Checkpoint, find_checkpoints, load_checkpoint, restore_checkpoint
 from .data import ArrayLoader, ColumnarModelData, ModelData, check_val_idxs, get_cv_idxs, split_by_idx
+from .denormal import FlushState, denormals_flushed, flush_denormal, set_flush_denormal
 from .device import T, default_device, to_device
 from .distributed import (
     destroy_distributed,
@@ -23,6 +24,7 @@ from .distributed import (
     unwrap,
 )
 from .fit import FitResult, fit, predict, validate
+from .fused import build_optimizer, fused_supported
 from .learner import Learner, default_crit
 from .optim import get_lrs, get_moms, set_lrs, set_moms, set_wds
 from .plots import plot_loss, plot_lr, plot_lr_find
@@ -38,6 +40,7 @@ from .schedules import (
     lr_suggestion,
     sum_geom,
 )
+from .sparse import LazyAdam, has_sparse_embeddings, sparse_embeddings
 from .state import FitState
 from .stepper import NonFiniteLossError, Stepper
 
@@ -55,4 +58,6 @@ __all__ = [
     "CircularLR_beta", "ConstantLR", "CosAnneal", "LR_Finder", "LR_Updater", "OneCycle",
     "lr_suggestion", "sum_geom",
     "distributed_session", "init_distributed", "destroy_distributed", "is_main_process", "unwrap",
+    "FlushState", "denormals_flushed", "flush_denormal", "set_flush_denormal",
+    "build_optimizer", "fused_supported", "LazyAdam", "has_sparse_embeddings", "sparse_embeddings",
 ]

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from . import denormal
 from .callbacks import Callback, CallbackHandler, Printer, ProgressBar, Recorder, StopTraining
 from .distributed import DistributedFit, all_reduce_sums, is_main_process, is_sharded
 from .state import FitState
@@ -53,6 +54,7 @@ def fit(
     avg_mom: float = 0.98,
     resume=None,
     distributed: bool | None = None,
+    flush_denormal: bool | None = None,
     **kwargs,
 ) -> FitResult:
     """Train `model` on `data.trn_dl` for `n_epochs`, validating on `data.val_dl` each epoch.
@@ -64,7 +66,10 @@ def fit(
     checkpoint file, a folder of them (the newest good one), or True (the `Checkpoint`
     callback's own folder); see `minifast.checkpoint`. `distributed` (default: when launched by torchrun) trains with
     DistributedDataParallel, sharding the loaders across ranks (see minifast.distributed);
-    False never does. Returns a `FitResult`: the final `[val_loss, *metrics]` with the history.
+    False never does. `flush_denormal` (default: when the model is on the CPU) flushes
+    denormal floats to zero on every intra-op thread during the run and restores each
+    thread's mode after (see minifast.denormal; False leaves the CPU as it is).
+    Returns a `FitResult`: the final `[val_loss, *metrics]` with the history.
     """
     if not isinstance(n_epochs, (int, np.integer)) or n_epochs < 0:
         raise ValueError(f"n_epochs must be a non-negative integer, got {n_epochs!r}")
@@ -89,7 +94,8 @@ def fit(
             ddp.stop()
             raise
     try:
-        with _sigint_at_batch_boundary() as interrupted:
+        with _sigint_at_batch_boundary() as interrupted, denormal.flush_denormal(
+                _on_cpu(model) if flush_denormal is None else flush_denormal):
             cbs("on_train_begin")
             for state.epoch in range(state.epoch, state.n_epochs):
                 model.train()
@@ -149,6 +155,11 @@ def _place_model(model: torch.nn.Module, data) -> None:
     p = next(model.parameters(), None)
     if dev is not None and p is not None and p.device.type != dev.type:
         model.to(dev)
+
+
+def _on_cpu(model: torch.nn.Module) -> bool:
+    p = next(model.parameters(), None)
+    return p is not None and p.device.type == "cpu"
 
 
 def _epoch_batches(dl, state: FitState):

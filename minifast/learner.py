@@ -45,6 +45,7 @@ from . import distributed
 from .callbacks import Callback, SaveBestModel
 from .device import T, default_device
 from .fit import FitResult, fit, predict
+from .fused import build_optimizer
 from .optim import get_moms, set_lrs, set_moms, set_wds
 from .saving import CheckpointError, atomic_save, load_model_state, safe_load
 from .schedules import (
@@ -57,6 +58,7 @@ from .schedules import (
     _check_cycle_mult,
     sum_geom,
 )
+from .sparse import LazyAdam, check_sparse_optimizer, check_weight_decay, has_sparse_embeddings
 
 __all__ = ["Learner", "default_crit"]
 
@@ -117,13 +119,19 @@ class Learner:
 
     Defaults, and why:
     - `opt_fn=torch.optim.Adam`: what lesson 5 used; adaptive step sizes train embeddings and
-      dense layers together without tuning momentum, and one-cycle can cycle its beta1. Any
+      dense layers together without tuning momentum, and one-cycle can cycle its beta1. For a
+      model with sparse embedding gradients (`minifast.sparse_embeddings`) the default is
+      `minifast.LazyAdam`, and an optimiser that takes no sparse gradients is refused. Any
       `opt_fn(param_groups)` works, e.g. `functools.partial(optim.SGD, momentum=0.9)`.
     - `crit=None`: inferred from the targets (`default_crit`): MSE for floats, cross-entropy
       for integer classes.
     - `clip=None`: no clipping; a number clips the global gradient norm to it every step.
     - `path=None`: the data's path; models are saved under `path/models/`.
     - `no_decay=None`: every parameter decays (v0.7); see the module docs for the options.
+    - `fused=None`: torch's Adam/AdamW (the default or given as `opt_fn`) run their fused
+      kernel wherever this torch has one for the parameters (several times faster on CPU,
+      same algorithm; see `minifast.fused` and docs/performance.md); False: torch's default
+      implementation; True: fused or an error.
 
     The optimiser is built once, here, and kept across `fit` calls (so its state, e.g. Adam's
     moments, carries over and can be saved). If the model defines `layer_groups()` returning a
@@ -142,14 +150,23 @@ class Learner:
         reg_fn: Callable | None = None,
         path=None,
         no_decay=None,
+        fused: bool | None = None,
     ):
         if clip is not None and (not isinstance(clip, (int, float)) or not clip >= 0):
             raise ValueError(f"clip must be None or a number >= 0, got {clip!r}")
         self.data, self.model = data, model
-        self.opt_fn = opt_fn if opt_fn is not None else torch.optim.Adam
+        sparse = has_sparse_embeddings(distributed.unwrap(model))
+        if opt_fn is None:  # LazyAdam: Adam that takes sparse embedding gradients
+            opt_fn = LazyAdam if sparse else torch.optim.Adam
+        check_sparse_optimizer(opt_fn, distributed.unwrap(model))
+        if clip and sparse:
+            raise ValueError("clip: gradient-norm clipping does not take sparse embedding "
+                             "gradients (torch has no norm for them); use dense embeddings")
+        self.opt_fn = opt_fn
         self.crit = crit if crit is not None else default_crit(data)
         self.metrics = _check_metrics(metrics)
         self.clip, self.reg_fn, self.no_decay = clip, reg_fn, no_decay
+        self.fused = fused
         self.path = Path(path if path is not None else data.path)
         self.sched: LR_Updater | None = None
         self._place_model()
@@ -230,7 +247,8 @@ class Learner:
                     self._pg_decay.append(decay)
         if not pgs:
             raise ValueError("the model has no parameters to train")
-        opt = self.opt_fn(pgs)
+        opt = build_optimizer(self.opt_fn, pgs, self.fused,
+                              sparse=has_sparse_embeddings(distributed.unwrap(self.model)))
         if len(getattr(opt, "param_groups", ())) != len(pgs):
             raise ValueError(
                 f"opt_fn must build the optimiser from the {len(pgs)} parameter groups it is "
@@ -281,6 +299,7 @@ class Learner:
         else:
             per_layer = self._expand(self._per_layer(wds, "wds"))
             values = [w if d else 0.0 for w, d in zip(per_layer, self._pg_decay, strict=True)]
+        check_weight_decay(self.opt, distributed.unwrap(self.model), values, decoupled)
         set_wds(self.opt, values, decoupled=decoupled)
 
     def model_file(self, name) -> Path:

@@ -108,13 +108,24 @@ class Stepper:
 
     @torch.no_grad()
     def decay_weights(self) -> None:
-        """Decoupled weight decay `p <- p * (1 - lr * wd)` for groups with `decoupled_wd`."""
+        """Decoupled weight decay `p <- p * (1 - lr * wd)` for groups with `decoupled_wd`.
+
+        A parameter with a sparse gradient (a sparse embedding) decays only in the rows the
+        gradient holds, the rows of this batch: decaying the whole table would cost what
+        sparse gradients save (see minifast.sparse)."""
         for group in self.opt.param_groups:
             wd = group.get("decoupled_wd", 0.0)
             if wd:
+                f = 1.0 - float(group["lr"]) * wd
                 params = [p for p in group["params"] if p.grad is not None]
-                if params:
-                    torch._foreach_mul_(params, 1.0 - float(group["lr"]) * wd)
+                dense = [p for p in params if not p.grad.is_sparse]
+                if dense:
+                    torch._foreach_mul_(dense, f)
+                for p in params:
+                    if p.grad.is_sparse:
+                        p.grad = p.grad.coalesce()  # the optimiser's coalesce is then free
+                        rows = p.grad.indices()[0]
+                        p.index_copy_(0, rows, p.index_select(0, rows).mul_(f))
 
     @torch.no_grad()
     def evaluate(self, xs, y) -> tuple[torch.Tensor, torch.Tensor]:

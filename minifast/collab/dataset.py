@@ -271,13 +271,22 @@ class CollabFilterDataset:
 
     def get_learner(self, n_factors: int, val_idxs, bs: int, model="dotbias",
                     y_range: Sequence[float] | None = None, model_kwargs: dict | None = None,
-                    seed: int | None = None, **kwargs) -> CollabFilterLearner:
+                    seed: int | None = None, sparse: bool = False,
+                    **kwargs) -> CollabFilterLearner:
         """A `CollabFilterLearner` with MSE loss on `get_data(val_idxs, bs)` and
         `get_model(n_factors, model, y_range, **model_kwargs)`; `kwargs` go to the Learner
-        (e.g. `opt_fn=optim.Adam`, `metrics=[...]`)."""
+        (e.g. `opt_fn=optim.Adam`, `metrics=[...]`, `fused=False`).
+
+        `sparse=True`: the embeddings produce sparse gradients and each step updates only
+        the rows in its batch, with `minifast.LazyAdam` unless `opt_fn` is given (SparseAdam
+        or SGD also work; Adam is refused). `wds` then regularise the rows in each batch only;
+        see `minifast.sparse` for the trade-offs and docs/performance.md for the figures."""
+        from ..sparse import sparse_embeddings
         from .learner import CollabFilterLearner
 
         m = self.get_model(n_factors, model, y_range, **(model_kwargs or {}))
+        if sparse:
+            sparse_embeddings(m)
         data = self.get_data(val_idxs, bs, seed=seed)
         kwargs.setdefault("crit", F.mse_loss)
         return CollabFilterLearner(data, m, cf=self, **kwargs)

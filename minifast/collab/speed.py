@@ -8,28 +8,15 @@ beyond float noise. Both are opt-in process settings, used by the command line a
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 
+# The core's version reaches torch's OpenMP worker threads too (and `fit` uses it by default).
+from ..denormal import flush_denormal
+
 __all__ = ["flush_denormal", "fast_adam"]
-
-
-def _flushing() -> bool:
-    return (torch.tensor([1e-40]) * 1.0).item() == 0.0  # a denormal survives unless flushed
-
-
-@contextlib.contextmanager
-def flush_denormal() -> Iterator[None]:
-    """Flush denormal floats to zero inside the block; the previous setting is restored."""
-    was = _flushing()
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(was)
 
 
 def fast_adam() -> Callable[..., torch.optim.Optimizer]:
