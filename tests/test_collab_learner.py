@@ -3,6 +3,8 @@ fallback, recommendations, ranking metrics bound automatically, save/load."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -192,3 +194,13 @@ def test_learner_without_dataset_explains(tmp_path):
     learn = CollabFilterLearner(cf.get_data(get_cv_idxs(cf.n), 16), cf.get_model(3))
     with pytest.raises(ValueError, match="without its CollabFilterDataset"):
         learn.predict_ratings(1000, "m0")
+
+
+def test_get_learner_emb_l2(tmp_path):
+    cf = CollabFilterDataset.from_data_frame(tmp_path, synthetic(), "user", "item", "rating")
+    learn = cf.get_learner(4, get_cv_idxs(cf.n), 32, emb_l2=0.1, seed=0)
+    assert learn.reg_fn is not None
+    res = learn.fit(1e-2, 1, cycle_len=2, verbose=False)
+    assert math.isfinite(res[0])
+    with pytest.raises(ValueError, match="emb_l2 or reg_fn"):
+        cf.get_learner(4, get_cv_idxs(cf.n), 32, emb_l2=0.1, reg_fn=lambda out, xs, loss: loss)

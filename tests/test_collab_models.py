@@ -112,3 +112,27 @@ def test_gradients_reach_all_embeddings(model):
 def test_bad_arguments(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_embedding_l2_penalises_rows_of_the_batch():
+    from minifast.collab import embedding_l2
+
+    torch.manual_seed(0)
+    m = EmbeddingDotBias(3, 4, 5, 0.5, 5.0)
+    reg = embedding_l2(m, 0.1, bias_lam=0.5)
+    loss = torch.tensor(1.0)
+    u, i = CATS[:, 0], CATS[:, 1]
+    pen = (0.1 * ((m.u.weight[u] ** 2).sum(1) + (m.i.weight[i] ** 2).sum(1))
+           + 0.5 * (m.ub.weight[u, 0] ** 2 + m.ib.weight[i, 0] ** 2)).mean()
+    torch.testing.assert_close(reg(None, [CATS, torch.zeros(4, 0)], loss), loss + pen)
+    # Gradients only reach the rows in the batch.
+    reg(None, [CATS], torch.tensor(0.0)).backward()
+    assert m.u.weight.grad[3].abs().sum() == 0 and m.u.weight.grad[1].abs().sum() > 0
+    assert m.i.weight.grad[[1, 2]].abs().sum() == 0
+    # Models without biases (EmbeddingDot) get the factor penalty only.
+    d = EmbeddingDot(4, 5, 3)
+    assert embedding_l2(d, 0.1)(None, [CATS], torch.tensor(0.0)) > 0
+    with pytest.raises(ValueError, match="lam"):
+        embedding_l2(m, -1.0)
+    with pytest.raises(ValueError, match="needs factor embeddings"):
+        embedding_l2(torch.nn.Linear(2, 2), 0.1)

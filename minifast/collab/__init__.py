@@ -17,7 +17,7 @@ from .interpret import (
 )
 from .learner import CollabFilterLearner
 from .metrics import RankingMetric, ndcg_at_k, precision_at_k, ranking_scores, recall_at_k, rmse
-from .models import EmbeddingDot, EmbeddingDotBias, EmbeddingNet, get_emb
+from .models import EmbeddingDot, EmbeddingDotBias, EmbeddingNet, embedding_l2, get_emb
 from .movielens import (
     load_ml100k_split,
     load_movies,
@@ -34,6 +34,6 @@ __all__ = [
     "plot_items_pca", "plot_pred_vs_actual",
     "CollabFilterLearner",
     "RankingMetric", "ndcg_at_k", "precision_at_k", "ranking_scores", "recall_at_k", "rmse",
-    "EmbeddingDot", "EmbeddingDotBias", "EmbeddingNet", "get_emb", "fast_adam", "flush_denormal",
+    "EmbeddingDot", "EmbeddingDotBias", "EmbeddingNet", "embedding_l2", "get_emb", "fast_adam", "flush_denormal",
     "load_ml100k_split", "load_movies", "load_ratings", "movie_titles", "movielens_path",
 ]

@@ -28,7 +28,7 @@ from .download import ChecksumError
 from .metrics import ndcg_at_k
 from .models import MODELS
 from .movielens import load_ratings, movie_titles, movielens_path
-from .speed import fast_adam, flush_denormal
+from .speed import flush_denormal
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--factors", type=int, default=50)
     p.add_argument("--bs", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--wd", type=float, default=2e-4)
+    p.add_argument("--wd", type=float, default=2e-4, help="weight decay (L2; default %(default)s)")
+    p.add_argument("--emb-l2", type=float, default=None,
+                   help="per-rating L2 on the embeddings used (embedding_l2), e.g. 0.1 with --wd 0")
     p.add_argument("--cycles", type=int, default=2, help="SGDR cycles (default: %(default)s)")
     p.add_argument("--cycle-len", type=int, default=1)
     p.add_argument("--cycle-mult", type=int, default=2)
@@ -117,8 +119,8 @@ def run(args: argparse.Namespace) -> None:
           f"scores {cf.min_score:g}..{cf.max_score:g}")
     val = get_cv_idxs(cf.n, seed=args.seed)
     learn = cf.get_learner(args.factors, val, args.bs, model=args.model, seed=args.seed,
-                           opt_fn=fast_adam(), metrics=[ndcg_at_k(10)], item_names=titles,
-                           path=Path(args.out))
+                           emb_l2=args.emb_l2, metrics=[ndcg_at_k(10)], item_names=titles,
+                           path=Path(args.out))  # Adam (fused where supported): the default
     res = learn.fit(args.lr, args.cycles, wds=args.wd, cycle_len=args.cycle_len,
                     cycle_mult=args.cycle_mult, progress=False if args.no_progress else None)
     print(f"validation MSE {res[0]:.4f}, RMSE {np.sqrt(res[0]):.4f}")

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import ColumnarModelData
-from .models import MODELS, EmbeddingDot, _check_positive
+from .models import MODELS, EmbeddingDot, _check_positive, embedding_l2
 
 if TYPE_CHECKING:
     from .learner import CollabFilterLearner
@@ -271,7 +271,7 @@ class CollabFilterDataset:
 
     def get_learner(self, n_factors: int, val_idxs, bs: int, model="dotbias",
                     y_range: Sequence[float] | None = None, model_kwargs: dict | None = None,
-                    seed: int | None = None, sparse: bool = False,
+                    seed: int | None = None, sparse: bool = False, emb_l2: float | None = None,
                     **kwargs) -> CollabFilterLearner:
         """A `CollabFilterLearner` with MSE loss on `get_data(val_idxs, bs)` and
         `get_model(n_factors, model, y_range, **model_kwargs)`; `kwargs` go to the Learner
@@ -280,13 +280,21 @@ class CollabFilterDataset:
         `sparse=True`: the embeddings produce sparse gradients and each step updates only
         the rows in its batch, with `minifast.LazyAdam` unless `opt_fn` is given (SparseAdam
         or SGD also work; Adam is refused). `wds` then regularise the rows in each batch only;
-        see `minifast.sparse` for the trade-offs and docs/performance.md for the figures."""
+        see `minifast.sparse` for the trade-offs and docs/performance.md for the figures.
+
+        `emb_l2=lam` adds `embedding_l2(model, lam)` as the learner's `reg_fn`: the classic
+        matrix-factorisation penalty on the embedding rows each batch uses (an alternative to
+        `fit(..., wds=...)`; the best ml-100k configuration in benchmarks/collab_accuracy.py)."""
         from ..sparse import sparse_embeddings
         from .learner import CollabFilterLearner
 
         m = self.get_model(n_factors, model, y_range, **(model_kwargs or {}))
         if sparse:
             sparse_embeddings(m)
+        if emb_l2 is not None:
+            if kwargs.get("reg_fn") is not None:
+                raise ValueError("pass emb_l2 or reg_fn, not both")
+            kwargs["reg_fn"] = embedding_l2(m, emb_l2)
         data = self.get_data(val_idxs, bs, seed=seed)
         kwargs.setdefault("crit", F.mse_loss)
         return CollabFilterLearner(data, m, cf=self, **kwargs)
