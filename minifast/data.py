@@ -203,13 +203,20 @@ class ArrayLoader:
         """Iterate the current epoch from batch `start` (a resumed run skips without work)."""
         perm = self.order()
         self.epoch += 1
-        dev = self.device
-        for i in range(start, len(self)):
-            idx = perm[slice(*self.bounds(i))]
+        dev, n = self.device, len(self)
+        if self.world_size == 1:  # all the index slices as views in one call
+            parts = perm.split(self.batch_size)[start:n]
+        else:
+            parts = (perm[slice(*self.bounds(i))] for i in range(start, n))
+        # index_select is ~2 µs cheaper a column than t[idx]; a zero-width column (e.g. conts
+        # of a model with none) needs no gather at all: a [rows, 0] view of it is the batch.
+        cols = [(t, t.ndim == 2 and t.shape[1] == 0) for t in self.tensors]
+        for idx in parts:
             if self.dataset is not None:
                 batch = self._collate(idx)
             else:
-                batch = tuple(t[idx] for t in self.tensors)
+                m = idx.shape[0]
+                batch = tuple([t[:m] if e else t.index_select(0, idx) for t, e in cols])
             yield batch if dev.type == "cpu" else to_device(batch, dev)
 
     def _collate(self, idx: torch.Tensor) -> tuple:

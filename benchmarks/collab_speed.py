@@ -1,0 +1,227 @@
+"""minifast's get_learner().fit() against a lean hand-written loop and a torch DataLoader loop.
+
+    python benchmarks/collab_speed.py [--reps 5] [--bs 64 4096] [--settings default fused sparse]
+
+One epoch of lesson 5's problem: ml-latest-small-2016 (100,004 ratings; validation =
+get_cv_idxs, 20,000 rows), EmbeddingDotBias with 50 factors, constant LR 1e-2, L2 weight decay
+1e-4, then validation in batches of 2*bs. The same data, split, model class and initial
+weights (seeded), optimiser and batch size for the three loops:
+
+- minifast:   cf.get_learner(50, val_idxs, bs, ...).fit(1e-2, 1, wds=1e-4)
+- lean:       a shuffled permutation (the very one minifast's loader uses, so the two compute
+              the same thing), `cats[idx]`, forward, backward, step -- the fastest loop a
+              careful user writes by hand
+- dataloader: torch.utils.data.DataLoader(TensorDataset(cats, y), batch_size=bs, shuffle=True)
+
+Settings (`--settings`):
+
+- default: torch.optim.Adam as torch builds it on CPU (for-loop kernels), no flush-to-zero;
+  minifast with `opt_fn=optim.Adam, fused=False` and `fit(..., flush_denormal=False)`
+- fused:   Adam(fused=True) and denormals flushed on every intra-op thread
+  (minifast.flush_denormal) -- minifast's *defaults*, nothing passed
+- sparse:  sparse embedding gradients with minifast.LazyAdam -- get_learner(sparse=True)
+
+Every run is a fresh subprocess (so its peak RSS, VmHWM, is its own), and runs are interleaved:
+rep r runs the loops in a rotated order, every setting and batch size in turn. The table
+gives medians over reps: microseconds per step (wall time of train + validation / steps),
+ratings/s (training ratings per second), epoch seconds, peak RSS and validation MSE, and each
+loop's time as a ratio to the lean loop's (target for minifast: <= 1.10). Threads: 2
+(torch.set_num_threads(2) in every run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LOOPS = ("minifast", "lean", "dataloader")
+SETTINGS = ("default", "fused", "sparse")
+
+
+def vm_kb(key: str) -> int:
+    """A `Vm*` line of /proc/self/status in kB (0 where there is no /proc)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def setup(bs: int, threads: int):
+    """The shared problem: dataset, split and loaders (minifast's loaders give the tensors)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    sys.path.insert(0, str(HERE))
+    from problem import SHARED
+
+    import pandas as pd
+
+    from minifast import get_cv_idxs
+    from minifast.collab import CollabFilterDataset
+
+    csv = SHARED / "ml-latest-small-2016" / "ratings.csv"
+    if csv.exists():
+        df, src = pd.read_csv(csv), str(csv)
+    else:
+        from minifast.collab.synthetic import synthetic_ratings
+
+        df, _ = synthetic_ratings(671, 9066, 100_004, seed=0)
+        src = "synthetic_ratings(671, 9066, 100004) (../shared not found)"
+    cf = CollabFilterDataset.from_data_frame(".", df, "userId", "movieId", "rating")
+    val_idxs = get_cv_idxs(cf.n)
+    return cf, val_idxs, src
+
+
+def model_and_opt(cf, setting: str, lr: float, wd: float):
+    """The lean and DataLoader loops' model (same class and init as minifast's) and optimiser."""
+    import torch
+
+    from minifast import LazyAdam, sparse_embeddings
+    from minifast.collab import EmbeddingDotBias
+
+    torch.manual_seed(0)
+    model = EmbeddingDotBias(50, cf.n_users, cf.n_items, cf.min_score, cf.max_score)
+    if setting == "sparse":
+        sparse_embeddings(model)
+        return model, LazyAdam(model.parameters(), lr, weight_decay=wd)
+    kw = {"fused": True} if setting == "fused" else {}
+    return model, torch.optim.Adam(model.parameters(), lr, weight_decay=wd, **kw)
+
+
+def validate(model, cats, y, bs: int) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    model.eval()
+    tot = 0.0
+    with torch.no_grad():
+        for j in range(0, len(y), 2 * bs):
+            tot += F.mse_loss(model(cats[j : j + 2 * bs]), y[j : j + 2 * bs], reduction="sum").item()
+    model.train()
+    return tot / len(y)
+
+
+def run_one(loop: str, setting: str, bs: int, threads: int, lr: float = 1e-2,
+            wd: float = 1e-4) -> dict:
+    """One epoch of one loop in this process; returns its measurements."""
+    import torch
+    import torch.nn.functional as F
+
+    from minifast import flush_denormal
+
+    cf, val_idxs, src = setup(bs, threads)
+    md = cf.get_data(val_idxs, bs, seed=0)
+    trn_cats, _, trn_y = md.trn_dl.tensors
+    val_cats, _, val_y = md.val_dl.tensors
+    rss_before = vm_kb("VmRSS")
+    if loop == "minifast":
+        torch.manual_seed(0)
+        kw = {"opt_fn": torch.optim.Adam, "fused": False} if setting == "default" else {}
+        learn = cf.get_learner(50, val_idxs, bs, seed=0, sparse=setting == "sparse", **kw)
+        t0 = time.perf_counter()
+        res = learn.fit(lr, 1, wds=wd, progress=False, verbose=False,
+                        flush_denormal=setting != "default")
+        dt = time.perf_counter() - t0
+        steps, mse = res.state.iteration, res[0]
+    else:
+        model, opt = model_and_opt(cf, setting, lr, wd)
+        if loop == "lean":
+            perm = md.trn_dl.order(0)  # the permutation minifast's loader uses for epoch 0
+            batches = ((trn_cats[idx], trn_y[idx]) for idx in perm.split(bs))
+        else:
+            g = torch.Generator().manual_seed(0)
+            ds = torch.utils.data.TensorDataset(trn_cats, trn_y)
+            batches = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, generator=g)
+        with flush_denormal(setting != "default"):
+            t0 = time.perf_counter()
+            steps = 0
+            for xb, yb in batches:
+                loss = F.mse_loss(model(xb), yb)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                loss.item()  # what every loop does to log its loss: one host sync per step
+                steps += 1
+            mse = validate(model, val_cats, val_y, bs)
+            dt = time.perf_counter() - t0
+    return {"loop": loop, "setting": setting, "bs": bs, "seconds": dt, "steps": steps,
+            "rows": len(trn_y), "mse": mse, "peak_rss_mb": vm_kb("VmHWM") / 1024,
+            "rss_before_mb": rss_before / 1024, "src": src, "threads": torch.get_num_threads(),
+            "torch": torch.__version__}
+
+
+def spawn(loop: str, setting: str, bs: int, threads: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", loop, setting, str(bs), str(threads)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(results: list[dict], settings, sizes) -> str:
+    lines = [
+        "| setting | bs | loop | µs/step | ratings/s | epoch s | peak RSS MB | val MSE | × lean |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for setting in settings:
+        for bs in sizes:
+            rows = {lp: [r for r in results if (r["loop"], r["setting"], r["bs"]) == (lp, setting, bs)]
+                    for lp in LOOPS}
+            lean = statistics.median(r["seconds"] for r in rows["lean"])
+            for lp in LOOPS:
+                rs = rows[lp]
+                sec = statistics.median(r["seconds"] for r in rs)
+                lines.append(
+                    f"| {setting} | {bs} | {lp} | {sec / rs[0]['steps'] * 1e6:,.0f} | "
+                    f"{rs[0]['rows'] / sec:,.0f} | {sec:.2f} | "
+                    f"{statistics.median(r['peak_rss_mb'] for r in rs):.0f} | "
+                    f"{statistics.median(r['mse'] for r in rs):.4f} | {sec / lean:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--bs", type=int, nargs="+", default=[64, 4096])
+    ap.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path, default=None, help="also write every run here")
+    ap.add_argument("--worker", nargs=4, metavar=("LOOP", "SETTING", "BS", "THREADS"),
+                    help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        loop, setting, bs, threads = args.worker
+        print(json.dumps(run_one(loop, setting, int(bs), int(threads))))
+        return
+    results = []
+    t0 = time.perf_counter()
+    for rep in range(args.reps):
+        order = LOOPS[rep % 3:] + LOOPS[: rep % 3]  # rotate: A B C, B C A, C A B, ...
+        for setting in args.settings:
+            for bs in args.bs:
+                for loop in order:
+                    results.append(spawn(loop, setting, bs, args.threads))
+        print(f"rep {rep + 1}/{args.reps} done ({time.perf_counter() - t0:.0f} s; load "
+              f"{os.getloadavg()[0]:.2f})", file=sys.stderr)
+    r0 = results[0]
+    print(f"data: {r0['src']}; torch {r0['torch']}, threads {r0['threads']}, "
+          f"{os.cpu_count()} cores; {args.reps} interleaved reps, medians; "
+          f"load average at the end {os.getloadavg()[0]:.2f}")
+    print(table(results, args.settings, args.bs))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
