@@ -3,7 +3,9 @@
 Embedding gradients are tiny and sparse; on CPU, Adam's moment estimates of rarely seen rows
 decay into denormal floats, whose arithmetic is 10-100x slower. Flushing them to zero and
 using the fused Adam kernel cut a lesson-5 step about 3x on CPU without changing results
-beyond float noise. Both are opt-in process settings, used by the command line and example.
+beyond float noise. `fit` now flushes denormals by default on CPU and `Learner` picks fused
+Adam by default; these helpers are for loops that build their own optimiser (the lesson's
+from-scratch part) or code outside `fit`.
 """
 
 from __future__ import annotations
