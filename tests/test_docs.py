@@ -9,6 +9,12 @@ here too.
 A ```text block holding `--8<-- "docs/snippets/NAME.txt"` shows the output of the python block
 just before it; this test checks the file against a fresh run (numbers to 1 %, times ignored).
 After a deliberate change, regenerate them: `python tests/test_docs.py --update`.
+
+Files under `docs/snippets/runs/` are different: the saved output of a longer run (real data,
+minutes of training) made by a command that the page states next to them, e.g.
+`python examples/movielens_lesson5.py ... > docs/snippets/runs/lesson5.txt`. Pages show them
+(whole or by line range, `--8<-- "docs/snippets/runs/lesson5.txt:12:16"`) but this test does
+not rerun them; it checks that every range included is inside the file and not empty.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ DOCS = ROOT / "docs"
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 SNIPPET = re.compile(r'^[ \t]*--8<-- "([^"]+)"[ \t]*$', re.M)
 PAGES = sorted(p.name for p in DOCS.glob("*.md"))
+RUNS = "docs/snippets/runs/"
 
 
 def resolve_snippets(text: str) -> str:
@@ -72,7 +79,7 @@ def run_page(page: str) -> dict[str, str]:
                     last = buf.getvalue()
                 elif lang == "text":
                     for inc in SNIPPET.findall(code):
-                        if inc.startswith("docs/snippets/"):
+                        if inc.startswith("docs/snippets/") and not inc.startswith(RUNS):
                             assert last is not None, f"{page}: {inc} follows no python block"
                             outputs[inc] = last
         finally:
@@ -129,6 +136,23 @@ def test_page_code_runs_and_outputs_match(page):
             f"{page}: the output shown from {inc} no longer matches a fresh run ({diff}); "
             f"if the change is intended, run `python tests/test_docs.py --update`"
         )
+
+
+def test_run_outputs_included_exist():
+    """Every `docs/snippets/runs/FILE[:start:end]` a page includes names lines of FILE."""
+    found = 0
+    for page in PAGES:
+        for spec in SNIPPET.findall((DOCS / page).read_text()):
+            if not spec.startswith(RUNS):
+                continue
+            path, *rng = spec.split(":")
+            lines = (ROOT / path).read_text().splitlines()
+            found += 1
+            if rng:
+                start, end = int(rng[0]), int(rng[1]) if len(rng) > 1 else len(lines)
+                assert 1 <= start <= end <= len(lines), f"{page}: {spec} is outside {path}"
+                assert any(ln.strip() for ln in lines[start - 1 : end]), f"{page}: {spec} is empty"
+    assert found or not (DOCS / "snippets" / "runs").is_dir()
 
 
 def test_snippets_resolve():
