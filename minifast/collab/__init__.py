@@ -26,6 +26,7 @@ from .movielens import (
     movielens_path,
 )
 from .speed import fast_adam, flush_denormal
+from .synthetic import synthetic_ratings
 
 __all__ = [
     "CollabFilterDataset", "UnknownIdError",
@@ -36,4 +37,5 @@ __all__ = [
     "RankingMetric", "ndcg_at_k", "precision_at_k", "ranking_scores", "recall_at_k", "rmse",
     "EmbeddingDot", "EmbeddingDotBias", "EmbeddingNet", "embedding_l2", "get_emb", "fast_adam", "flush_denormal",
     "load_ml100k_split", "load_movies", "load_ratings", "movie_titles", "movielens_path",
+    "synthetic_ratings",
 ]
