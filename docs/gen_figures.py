@@ -26,16 +26,11 @@ import os
 import time
 from pathlib import Path
 
-import matplotlib
+import torch
+from torch import optim
 
-matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import optim  # noqa: E402
-
-from minifast import get_cv_idxs  # noqa: E402
-from minifast.collab import (  # noqa: E402
+from minifast import get_cv_idxs
+from minifast.collab import (
     CollabFilterDataset,
     factor_pca,
     load_ratings,
@@ -43,7 +38,7 @@ from minifast.collab import (  # noqa: E402
     plot_items_pca,
     plot_pred_vs_actual,
 )
-from minifast.collab.synthetic import synthetic_ratings  # noqa: E402
+from minifast.collab.synthetic import synthetic_ratings
 
 ROOT = Path(__file__).resolve().parents[1]
 IMG = ROOT / "docs" / "img"
@@ -70,7 +65,7 @@ def fig_sgdr(quick: bool) -> dict:
     learn = synthetic_learner(opt_fn=optim.Adam)
     learn.fit(1e-2, 3, wds=1e-4, cycle_len=1, cycle_mult=2, verbose=False)
     fig_lr = learn.sched.plot_lr()            # LR vs iteration
-    fig_loss = learn.sched.plot_loss()        # raw and smoothed training loss
+    fig_loss = learn.sched.plot_loss()        # raw and smoothed loss
     # --8<-- [end:sgdr]
     return {"sgdr_lr.png": fig_lr, "sgdr_loss.png": fig_loss}
 
@@ -79,8 +74,9 @@ def fig_one_cycle(quick: bool) -> dict:
     """One-cycle over 3 epochs with Adam's beta1 cycled opposite to the LR."""
     # --8<-- [start:one_cycle]
     learn = synthetic_learner(opt_fn=optim.Adam)
-    learn.fit(1e-2, 1, cycle_len=3, use_clr_beta=(10, 10, 0.95, 0.85), verbose=False)
-    fig = learn.sched.plot_lr()               # LR, and momentum (beta1) beside it
+    learn.fit(1e-2, 1, cycle_len=3, use_clr_beta=(10, 10, 0.95, 0.85),
+              verbose=False)
+    fig = learn.sched.plot_lr()               # LR, and momentum beside it
     # --8<-- [end:one_cycle]
     return {"one_cycle.png": fig}
 
@@ -99,8 +95,8 @@ def fig_lr_find(quick: bool) -> dict:
     """The LR finder on the synthetic problem (30,000 ratings: 375 batches to ramp over)."""
     # --8<-- [start:lr_find]
     learn = synthetic_learner(n_ratings=30_000, opt_fn=optim.Adam)
-    suggested = learn.lr_find()               # ramps 1e-5 -> 10 over at most one epoch
-    fig = learn.sched.plot()                  # smoothed loss vs LR, suggestion marked
+    suggested = learn.lr_find()               # 1e-5 -> 10, one epoch at most
+    fig = learn.sched.plot()                  # loss vs LR, suggestion marked
     # --8<-- [end:lr_find]
     print(f"  lr_find suggested {suggested:.2e} after {len(learn.sched.losses)} iterations")
     return {"lr_find.png": fig}
@@ -170,6 +166,9 @@ def main(out: str | Path = IMG, only: str | None = None, quick: bool = False,
          data: str | None = None) -> list[Path]:
     """Draw the figures (all, or those whose name contains `only`) into `out`; returns the
     files written. `quick`: tiny runs, synthetic data only (what the test suite checks)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no window
     import matplotlib.pyplot as plt
 
     global SCALE
