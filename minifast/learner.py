@@ -118,6 +118,7 @@ class Learner:
     `save`/`load` and the schedule of the last run (`sched`).
 
     Defaults, and why:
+
     - `opt_fn=torch.optim.Adam`: what lesson 5 used; adaptive step sizes train embeddings and
       dense layers together without tuning momentum, and one-cycle can cycle its beta1. For a
       model with sparse embedding gradients (`minifast.sparse_embeddings`) the default is
