@@ -22,30 +22,49 @@ def _popularity(n: int, alpha: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def _pairs(n_users, n_items, n, pu, pi, rng) -> tuple[np.ndarray, np.ndarray]:
-    """`n` distinct (user, item) pairs drawn by popularity (redrawing duplicates)."""
+    """`n` distinct (user, item) pairs drawn by popularity: i.i.d. draws in order, repeats
+    dropped (redrawing the shortfall until there are `n`).
+
+    Popular pairs collide often, so it takes ~10 rounds at 25M ratings; each round checks its
+    new draws against a sorted array of the pairs kept so far (binary search) and merges them
+    in, instead of re-sorting everything drawn so far.
+    """
     if n > n_users * n_items:
         raise ValueError(f"n_ratings={n} exceeds the {n_users * n_items} possible pairs")
-    keys = np.empty(0, np.int64)
-    while len(keys) < n:
-        m = int((n - len(keys)) * 1.15) + 16
-        u = rng.choice(n_users, m, p=pu)
-        i = rng.choice(n_items, m, p=pi)
-        keys = np.concatenate([keys, u.astype(np.int64) * n_items + i])
+
+    def draw(m: int) -> np.ndarray:  # distinct keys user*n_items+item, in draw order
+        keys = rng.choice(n_users, m, p=pu).astype(np.int64) * n_items + rng.choice(n_items, m, p=pi)
         _, first = np.unique(keys, return_index=True)
-        keys = keys[np.sort(first)]  # keep draw order, drop repeats
+        return keys[np.sort(first)]
+
+    keys = draw(int(n * 1.15) + 16)
+    seen = np.sort(keys)
+    while len(keys) < n:
+        new = draw(int((n - len(keys)) * 1.15) + 16)
+        pos = np.searchsorted(seen, new)
+        new = new[(pos == len(seen)) | (seen[np.minimum(pos, len(seen) - 1)] != new)]
+        keys = np.concatenate([keys, new])
+        seen = np.sort(np.concatenate([seen, np.sort(new)]), kind="stable")  # a merge of 2 runs
     keys = keys[:n]
     return keys // n_items, keys % n_items
 
 
 def _rating_moments(mean: np.ndarray, noise: float) -> tuple[np.ndarray, np.ndarray]:
-    """E and Var of clip(round_half(mean + N(0, noise²)), 0.5, 5) for each mean (exact)."""
+    """E and Var of clip(round_half(mean + N(0, noise²)), 0.5, 5) for each mean (exact).
+
+    One grid value at a time (vectors of len(mean), not a [len, 10] matrix): the memory of a
+    chunk of 25M ratings stays a few vectors."""
     m = torch.from_numpy(mean.astype(np.float64))
-    edges = torch.from_numpy(np.concatenate([[-np.inf], (_GRID[:-1] + 0.25), [np.inf]]))
-    cdf = torch.special.ndtr((edges[None, :] - m[:, None]) / noise)
-    p = cdf[:, 1:] - cdf[:, :-1]
-    g = torch.from_numpy(_GRID)
-    e = p @ g
-    return e.numpy(), (p @ g**2 - e**2).numpy()
+    e, e2 = torch.zeros_like(m), torch.zeros_like(m)
+    lo = torch.zeros_like(m)  # P(rating <= previous grid value): cdf at -inf
+    for k, g in enumerate(_GRID):
+        hi = (torch.special.ndtr((g + 0.25 - m) / noise) if k < len(_GRID) - 1
+              else torch.ones_like(m))
+        p = hi - lo
+        e.add_(p, alpha=float(g))
+        e2.add_(p, alpha=float(g) ** 2)
+        lo = hi
+    return e.numpy(), (e2 - e * e).numpy()
 
 
 def synthetic_ratings(
@@ -56,7 +75,7 @@ def synthetic_ratings(
     noise: float = 0.8,
     seed: int = 0,
     alpha: float = 0.8,
-    chunk: int = 2_000_000,
+    chunk: int = 500_000,
 ) -> tuple[pd.DataFrame, float]:
     """A ratings frame `userId, movieId, rating` shaped like MovieLens, and its noise floor.
 
