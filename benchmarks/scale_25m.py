@@ -60,6 +60,10 @@ def main(argv=None):
     ap.add_argument("--bs", type=int, default=8192)
     ap.add_argument("--lr", type=float, default=5e-3)
     ap.add_argument("--wds", type=float, default=0.0)
+    ap.add_argument("--emb-l2", type=float, default=None,
+                    help="per-rating L2 on the embeddings used (get_learner(emb_l2=...))")
+    ap.add_argument("--one-cycle", action="store_true",
+                    help="one cycle over all epochs (use_clr_beta=(10, 10)) instead of a constant LR")
     ap.add_argument("--modes", nargs="+", choices=("dense", "sparse"), default=["dense", "sparse"])
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
@@ -92,12 +96,15 @@ def main(argv=None):
     for mode in args.modes:
         t0 = time.perf_counter()
         torch.manual_seed(0)
-        learn = cf.get_learner(50, val_idxs, args.bs, seed=0, sparse=mode == "sparse")
+        learn = cf.get_learner(50, val_idxs, args.bs, seed=0, sparse=mode == "sparse",
+                               emb_l2=args.emb_l2)
         st(f"{mode}: get_learner (data + model + optimiser)", t0,
            f"{type(learn.opt).__name__}, {sum(p.numel() for p in learn.model.parameters()):,} params")
         t0 = time.perf_counter()
-        res = learn.fit(args.lr, args.epochs, wds=args.wds or None, verbose=False, progress=False)
-        per_epoch = ", ".join(f"{h['time']:.1f}s" for h in res.history)
+        sched = {"cycle_len": args.epochs, "use_clr_beta": (10, 10)} if args.one_cycle else {}
+        res = learn.fit(args.lr, 1 if args.one_cycle else args.epochs, wds=args.wds or None,
+                        verbose=False, progress=False, **sched)
+        per_epoch = ", ".join(f"{h['time']:.1f}s ({h['val_loss']:.4f})" for h in res.history)
         st(f"{mode}: fit {args.epochs} epoch(s)", t0,
            f"val MSE {res[0]:.4f} (floor {floor:.4f}, +{res[0] - floor:.4f}); epochs {per_epoch}; "
            f"{res.state.iteration / sum(h['time'] for h in res.history):.0f} steps/s")
