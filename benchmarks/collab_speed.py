@@ -62,9 +62,8 @@ def setup(bs: int, threads: int):
 
     torch.set_num_threads(threads)
     sys.path.insert(0, str(HERE))
-    from problem import SHARED
-
     import pandas as pd
+    from problem import SHARED
 
     from minifast import get_cv_idxs
     from minifast.collab import CollabFilterDataset

@@ -13,7 +13,14 @@ from .callbacks import (
     StopTraining,
 )
 from .checkpoint import Checkpoint, find_checkpoints, load_checkpoint, restore_checkpoint
-from .data import ArrayLoader, ColumnarModelData, ModelData, check_val_idxs, get_cv_idxs, split_by_idx
+from .data import (
+    ArrayLoader,
+    ColumnarModelData,
+    ModelData,
+    check_val_idxs,
+    get_cv_idxs,
+    split_by_idx,
+)
 from .denormal import FlushState, denormals_flushed, flush_denormal, set_flush_denormal
 from .device import T, default_device, to_device
 from .distributed import (

@@ -301,6 +301,15 @@ class DistributedFit:
         self._undo.append((stepper, "model", stepper.model))
         stepper.model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
+    @contextmanager
+    def session(self, state: FitState) -> Iterator[None]:
+        """`start` on entry, `stop` on exit (also on error)."""
+        self.start(state)
+        try:
+            yield
+        finally:
+            self.stop()
+
     def stop(self) -> None:
         """Restore the loaders' sharding and the stepper's model."""
         for obj, name, value in reversed(self._undo):

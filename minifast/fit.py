@@ -14,6 +14,7 @@ import torch
 
 from . import denormal
 from .callbacks import Callback, CallbackHandler, Printer, ProgressBar, Recorder, StopTraining
+from .checkpoint import restore_checkpoint
 from .distributed import DistributedFit, all_reduce_sums, is_main_process, is_sharded
 from .state import FitState
 from .stepper import NonFiniteLossError, Stepper
@@ -83,27 +84,24 @@ def fit(
     state.stepper.cbs = cbs
     state.n_batches = len(data.trn_dl)
     _place_model(model, data)
-    # DDP wrapper and sharded loaders (so n_batches counts a rank's steps), undone at the end
-    ddp.start(state)
-    if resume is not None:
-        from .checkpoint import restore_checkpoint
-
-        try:
+    flush = _on_cpu(model) if flush_denormal is None else flush_denormal
+    # DDP (sharded loaders, wrapped model), deferred Ctrl-C and denormal flushing last for the
+    # call and are undone on the way out, whatever happens
+    with ddp.session(state), _sigint_at_batch_boundary() as interrupted, \
+            denormal.flush_denormal(flush):
+        if resume is not None:
             restore_checkpoint(resume, state, cbs)
-        except BaseException:
-            ddp.stop()
-            raise
-    try:
-        with _sigint_at_batch_boundary() as interrupted, denormal.flush_denormal(
-                _on_cpu(model) if flush_denormal is None else flush_denormal):
+        try:
             cbs("on_train_begin")
-            for state.epoch in range(state.epoch, state.n_epochs):
+            for epoch in range(state.epoch, state.n_epochs):
+                state.epoch = epoch
                 model.train()
                 state.epoch_start = time.perf_counter()
                 cbs("on_epoch_begin")
-                for *state.xs, state.y in _epoch_batches(data.trn_dl, state):
+                for batch in _epoch_batches(data.trn_dl, state):
+                    *state.xs, state.y = batch
                     cbs("on_batch_begin")
-                    state.loss = loss = state.stepper.step(state.xs, state.y, state.epoch)
+                    state.loss = loss = state.stepper.step(state.xs, state.y, epoch)
                     state.iteration += 1
                     state.batch_idx += 1
                     state.avg_loss = state.avg_loss * avg_mom + loss * (1 - avg_mom)
@@ -122,22 +120,19 @@ def fit(
                 if interrupted():
                     raise KeyboardInterrupt
             state.epoch = state.n_epochs
-    except StopTraining:
-        state.stopped = True
-    except KeyboardInterrupt:
-        state.interrupted = True
-        raise
-    except NonFiniteLossError as e:
-        state.error = NonFiniteLossError(_nan_message(state, e))
-        raise state.error from None
-    except BaseException as e:
-        state.error = e
-        raise
-    finally:
-        try:
-            cbs("on_train_end")
+        except StopTraining:
+            state.stopped = True
+        except KeyboardInterrupt:
+            state.interrupted = True
+            raise
+        except NonFiniteLossError as e:
+            state.error = NonFiniteLossError(_nan_message(state, e))
+            raise state.error from None
+        except BaseException as e:
+            state.error = e
+            raise
         finally:
-            ddp.stop()
+            cbs("on_train_end")
     return FitResult(state, recorder)
 
 
