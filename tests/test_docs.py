@@ -172,9 +172,10 @@ def test_output_comparison_can_fail():
 
 
 def test_mkdocs_build_strict(tmp_path):
-    pytest.importorskip("mkdocs")
-    pytest.importorskip("mkdocstrings")
-    pytest.importorskip("material")
+    if not os.environ.get("CI"):  # CI installs the docs extra: there a missing one must fail
+        pytest.importorskip("mkdocs")
+        pytest.importorskip("mkdocstrings")
+        pytest.importorskip("material")
     out = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
