@@ -37,8 +37,6 @@ from minifast.collab import (
     EmbeddingDotBias,
     EmbeddingNet,
     factor_pca,
-    fast_adam,
-    flush_denormal,
     item_biases,
     load_ratings,
     movie_titles,
@@ -53,7 +51,7 @@ N_FACTORS = 50
 
 def run_learner(cf, val_idxs, titles, quick: bool, verbose: bool):
     """Part 1: the library's learner with the lesson's SGDR recipe."""
-    learn = cf.get_learner(N_FACTORS, val_idxs, 64, opt_fn=fast_adam(), item_names=titles)
+    learn = cf.get_learner(N_FACTORS, val_idxs, 64, item_names=titles)  # Adam, fused on CPU
     n_cycle = 1 if quick else 2  # quick: one cycle of one epoch
     res = learn.fit(1e-2, n_cycle, wds=2e-4, cycle_len=1, cycle_mult=2, verbose=verbose)
     return learn, res[0]
@@ -105,12 +103,6 @@ def interpret(learn, plots: Path | None, verbose: bool) -> dict:
 def main(data="ml-latest-small", quick: bool = False, verbose: bool = True,
          plots: str | Path | None = None, seed: int = 0) -> dict:
     """Run the lesson; returns the final validation MSE of each model and the interpretation."""
-    with flush_denormal():  # ~3x faster CPU steps; the previous setting is restored after
-        return lesson(data, quick, verbose, plots, seed)
-
-
-def lesson(data, quick: bool, verbose: bool, plots, seed: int) -> dict:
-    """The lesson's steps (see `main`)."""
     torch.manual_seed(seed)
     path = movielens_path(data)
     ratings = load_ratings(path)
@@ -150,7 +142,7 @@ def lesson(data, quick: bool, verbose: bool, plots, seed: int) -> dict:
     out_bias = run_scratch("EmbeddingDotBias", model, data, opt, epochs, 0.01, verbose)
 
     model = EmbeddingNet(N_FACTORS, n_users, n_movies, lo, hi)
-    opt = fast_adam()(model.parameters(), 1e-3, weight_decay=1e-5)
+    opt = optim.Adam(model.parameters(), 1e-3, weight_decay=1e-5)
     out_net = run_scratch("EmbeddingNet", model, data, opt, epochs, 1e-3, verbose)
 
     if verbose:

@@ -108,19 +108,3 @@ def test_lesson5_example_quick(tmp_path):
     assert out["dotbias"] < out["dot"]
     assert len(out["interpretation"]["best"]) == 10
     assert (tmp_path / "pred_vs_actual.png").is_file() and (tmp_path / "movies_pca.png").is_file()
-
-
-def test_speed_settings_are_scoped():
-    import torch
-
-    from minifast.collab import fast_adam, flush_denormal
-
-    def flushing():
-        return (torch.tensor([1e-40]) * 1.0).item() == 0.0
-
-    before = flushing()
-    with flush_denormal():
-        assert flushing()
-    assert flushing() == before  # the process setting is restored (other code is not affected)
-    opt = fast_adam()([torch.zeros(2, requires_grad=True)], lr=0.1)
-    assert isinstance(opt, torch.optim.Adam)

@@ -25,7 +25,6 @@ from .movielens import (
     movie_titles,
     movielens_path,
 )
-from .speed import fast_adam, flush_denormal
 from .synthetic import synthetic_ratings
 
 __all__ = [
@@ -35,7 +34,7 @@ __all__ = [
     "plot_items_pca", "plot_pred_vs_actual",
     "CollabFilterLearner",
     "RankingMetric", "ndcg_at_k", "precision_at_k", "ranking_scores", "recall_at_k", "rmse",
-    "EmbeddingDot", "EmbeddingDotBias", "EmbeddingNet", "embedding_l2", "get_emb", "fast_adam", "flush_denormal",
+    "EmbeddingDot", "EmbeddingDotBias", "EmbeddingNet", "embedding_l2", "get_emb",
     "load_ml100k_split", "load_movies", "load_ratings", "movie_titles", "movielens_path",
     "synthetic_ratings",
 ]

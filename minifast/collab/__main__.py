@@ -29,7 +29,6 @@ from .download import ChecksumError
 from .metrics import ndcg_at_k
 from .models import MODELS
 from .movielens import load_ratings, movie_titles, movielens_path
-from .speed import flush_denormal
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.manual_seed(args.seed)
     try:
-        with flush_denormal():
-            run(args)
+        run(args)
     except (FileNotFoundError, ValueError, UnknownIdError, ConnectionError, ChecksumError) as e:
         print(f"minifast-collab: error: {e}", file=sys.stderr)
         return 2
