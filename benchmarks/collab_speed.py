@@ -21,7 +21,8 @@ Settings (`--settings`):
   (minifast.flush_denormal) -- minifast's *defaults*, nothing passed
 - sparse:  sparse embedding gradients with minifast.LazyAdam -- get_learner(sparse=True)
 
-Every run is a fresh subprocess (so its peak RSS, VmHWM, is its own), and runs are interleaved:
+Every run is a fresh subprocess (so its peak RSS, VmHWM, is its own) that first trains one
+untimed warm-up epoch of the same loop on a fresh model (`--warmup`), and runs are interleaved:
 rep r runs the loops in a rotated order, every setting and batch size in turn. The table
 gives medians over reps: microseconds per step (wall time of train + validation / steps),
 ratings/s (training ratings per second), epoch seconds, peak RSS and validation MSE, and each
@@ -111,8 +112,10 @@ def validate(model, cats, y, bs: int) -> float:
 
 
 def run_one(loop: str, setting: str, bs: int, threads: int, lr: float = 1e-2,
-            wd: float = 1e-4) -> dict:
-    """One epoch of one loop in this process; returns its measurements."""
+            wd: float = 1e-4, warmup: int = 1) -> dict:
+    """One epoch of one loop in this process, after `warmup` untimed epochs of the same loop
+    (on a fresh model each: the first run in a process pays one-off costs -- allocator,
+    first kernels -- that would otherwise dominate an epoch of 20 steps at bs=4096)."""
     import torch
     import torch.nn.functional as F
 
@@ -123,16 +126,16 @@ def run_one(loop: str, setting: str, bs: int, threads: int, lr: float = 1e-2,
     trn_cats, _, trn_y = md.trn_dl.tensors
     val_cats, _, val_y = md.val_dl.tensors
     rss_before = vm_kb("VmRSS")
-    if loop == "minifast":
-        torch.manual_seed(0)
-        kw = {"opt_fn": torch.optim.Adam, "fused": False} if setting == "default" else {}
-        learn = cf.get_learner(50, val_idxs, bs, seed=0, sparse=setting == "sparse", **kw)
-        t0 = time.perf_counter()
-        res = learn.fit(lr, 1, wds=wd, progress=False, verbose=False,
-                        flush_denormal=setting != "default")
-        dt = time.perf_counter() - t0
-        steps, mse = res.state.iteration, res[0]
-    else:
+
+    def once():
+        if loop == "minifast":
+            torch.manual_seed(0)
+            kw = {"opt_fn": torch.optim.Adam, "fused": False} if setting == "default" else {}
+            learn = cf.get_learner(50, val_idxs, bs, seed=0, sparse=setting == "sparse", **kw)
+            t0 = time.perf_counter()
+            res = learn.fit(lr, 1, wds=wd, progress=False, verbose=False,
+                            flush_denormal=setting != "default")
+            return time.perf_counter() - t0, res.state.iteration, res[0]
         model, opt = model_and_opt(cf, setting, lr, wd)
         if loop == "lean":
             perm = md.trn_dl.order(0)  # the permutation minifast's loader uses for epoch 0
@@ -152,15 +155,19 @@ def run_one(loop: str, setting: str, bs: int, threads: int, lr: float = 1e-2,
                 loss.item()  # what every loop does to log its loss: one host sync per step
                 steps += 1
             mse = validate(model, val_cats, val_y, bs)
-            dt = time.perf_counter() - t0
+            return time.perf_counter() - t0, steps, mse
+
+    for _ in range(warmup):
+        once()
+    dt, steps, mse = once()
     return {"loop": loop, "setting": setting, "bs": bs, "seconds": dt, "steps": steps,
             "rows": len(trn_y), "mse": mse, "peak_rss_mb": vm_kb("VmHWM") / 1024,
             "rss_before_mb": rss_before / 1024, "src": src, "threads": torch.get_num_threads(),
-            "torch": torch.__version__}
+            "torch": torch.__version__, "warmup": warmup}
 
 
-def spawn(loop: str, setting: str, bs: int, threads: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", loop, setting, str(bs), str(threads)]
+def spawn(loop: str, setting: str, bs: int, threads: int, warmup: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", loop, setting, str(bs), str(threads), str(warmup)]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode:
@@ -196,12 +203,14 @@ def main(argv=None):
     ap.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=None, help="also write every run here")
-    ap.add_argument("--worker", nargs=4, metavar=("LOOP", "SETTING", "BS", "THREADS"),
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="untimed epochs before the timed one, in each process (default 1)")
+    ap.add_argument("--worker", nargs=5, metavar=("LOOP", "SETTING", "BS", "THREADS", "WARMUP"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        loop, setting, bs, threads = args.worker
-        print(json.dumps(run_one(loop, setting, int(bs), int(threads))))
+        loop, setting, bs, threads, warmup = args.worker
+        print(json.dumps(run_one(loop, setting, int(bs), int(threads), warmup=int(warmup))))
         return
     results = []
     t0 = time.perf_counter()
@@ -210,12 +219,13 @@ def main(argv=None):
         for setting in args.settings:
             for bs in args.bs:
                 for loop in order:
-                    results.append(spawn(loop, setting, bs, args.threads))
+                    results.append(spawn(loop, setting, bs, args.threads, args.warmup))
         print(f"rep {rep + 1}/{args.reps} done ({time.perf_counter() - t0:.0f} s; load "
               f"{os.getloadavg()[0]:.2f})", file=sys.stderr)
     r0 = results[0]
     print(f"data: {r0['src']}; torch {r0['torch']}, threads {r0['threads']}, "
-          f"{os.cpu_count()} cores; {args.reps} interleaved reps, medians; "
+          f"{os.cpu_count()} cores; {args.warmup} untimed warm-up epoch(s) per process; "
+          f"{args.reps} interleaved reps, medians; "
           f"load average at the end {os.getloadavg()[0]:.2f}")
     print(table(results, args.settings, args.bs))
     if args.json:
