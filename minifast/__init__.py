@@ -22,7 +22,7 @@ from .data import (
     split_by_idx,
 )
 from .denormal import FlushState, denormals_flushed, flush_denormal, set_flush_denormal
-from .device import T, default_device, to_device
+from .device import T, as_tensor, default_device, to_device
 from .distributed import (
     destroy_distributed,
     distributed_session,
@@ -57,7 +57,7 @@ __all__ = [
     "EVENTS", "Callback", "CallbackHandler", "CSVLogger", "EarlyStopping", "Printer",
     "ProgressBar", "Recorder", "SaveBestModel", "StopTraining",
     "ArrayLoader", "ColumnarModelData", "ModelData", "check_val_idxs", "get_cv_idxs",
-    "split_by_idx", "T", "default_device", "to_device", "FitResult", "fit", "predict",
+    "split_by_idx", "T", "as_tensor", "default_device", "to_device", "FitResult", "fit", "predict",
     "validate", "get_lrs", "get_moms", "set_lrs", "set_moms", "set_wds", "CheckpointError",
     "Checkpoint", "find_checkpoints", "load_checkpoint", "restore_checkpoint",
     "atomic_save", "safe_load", "FitState", "NonFiniteLossError", "Stepper",

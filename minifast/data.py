@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from attrs import define, field
 
-from .device import default_device, to_device
+from .device import as_tensor, default_device, to_device
 
 __all__ = [
     "get_cv_idxs",
@@ -88,25 +88,6 @@ def split_by_idx(idxs, *a):
     return out
 
 
-def _as_tensor(a) -> torch.Tensor:
-    """Array-like column block to a CPU tensor (ints -> int64, floats -> float32)."""
-    if isinstance(a, torch.Tensor):
-        return a
-    if hasattr(a, "to_numpy"):
-        a = a.to_numpy()
-    a = np.asarray(a)
-    if a.dtype.kind in "iub":
-        a = a.astype(np.int64, copy=False)
-    elif a.dtype.kind == "f":
-        a = a.astype(np.float32, copy=False)
-    else:
-        raise TypeError(f"ArrayLoader: cannot batch an array of dtype {a.dtype}")
-    a = np.ascontiguousarray(a)
-    if not a.flags.writeable:  # pandas may hand out read-only views; torch wants writable memory
-        a = a.copy()
-    return torch.from_numpy(a)
-
-
 def _is_map_dataset(a) -> bool:
     return (
         isinstance(a, torch.utils.data.Dataset)
@@ -146,7 +127,7 @@ class ArrayLoader:
         self.dataset = arrays[0] if len(arrays) == 1 and _is_map_dataset(arrays[0]) else None
         self.tensors: tuple[torch.Tensor, ...] = ()
         if self.dataset is None:
-            self.tensors = tuple(_as_tensor(a) for a in arrays)
+            self.tensors = tuple(as_tensor(a) for a in arrays)
             lens = {len(t) for t in self.tensors}
             if len(lens) != 1:
                 raise ValueError(f"ArrayLoader: arrays have different lengths {sorted(lens)}")
@@ -279,11 +260,11 @@ def _cats_conts(df, cat_flds: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor
             f"{cats.dtype}); map ids first, e.g. with CollabFilterDataset"
         )
     conts = df[cont_flds].to_numpy(dtype=np.float32) if cont_flds else np.zeros((len(df), 0), np.float32)
-    return _as_tensor(cats.astype(np.int64)), _as_tensor(conts)
+    return as_tensor(cats.astype(np.int64)), as_tensor(conts)
 
 
 def _targets(y) -> torch.Tensor:
-    y = _as_tensor(y).float()
+    y = as_tensor(y).float()
     return y[:, None] if y.ndim == 1 else y
 
 
@@ -308,10 +289,10 @@ class ColumnarModelData(ModelData):
         seed: int | None = None,
     ) -> ColumnarModelData:
         """Build from a cats array `[n, n_cat]`, optional conts `[n, n_cont]` and targets `y`."""
-        cats = _as_tensor(cats)
+        cats = as_tensor(cats)
         if cats.ndim == 1:
             cats = cats[:, None]
-        conts = torch.zeros(len(cats), 0) if conts is None else _as_tensor(conts).float()
+        conts = torch.zeros(len(cats), 0) if conts is None else as_tensor(conts).float()
         y = _targets(y)
         idxs = torch.from_numpy(check_val_idxs(val_idxs, len(cats)))
         mask = torch.zeros(len(cats), dtype=torch.bool)
@@ -320,9 +301,9 @@ class ColumnarModelData(ModelData):
         val = [t[mask] for t in (cats, conts, y)]
         test = None
         if test_cats is not None:
-            tc = _as_tensor(test_cats)
+            tc = as_tensor(test_cats)
             tc = tc[:, None] if tc.ndim == 1 else tc
-            tn = torch.zeros(len(tc), 0) if test_conts is None else _as_tensor(test_conts).float()
+            tn = torch.zeros(len(tc), 0) if test_conts is None else as_tensor(test_conts).float()
             test = (tc, tn, torch.zeros(len(tc), y.shape[1]))
         return cls._from_tensors(path, trn, val, test, bs, seed)
 

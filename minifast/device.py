@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["default_device", "T", "to_device"]
+__all__ = ["default_device", "as_tensor", "T", "to_device"]
 
 
 def default_device() -> torch.device:
@@ -13,15 +13,12 @@ def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def T(x, device: torch.device | str | None = None) -> torch.Tensor:
-    """Array-like to tensor on `device` (default: `default_device()`).
-
-    Integers become int64 (ready for embeddings), floats become float32; a tensor keeps its
-    dtype. pandas objects are converted through `.to_numpy()`.
-    """
-    device = default_device() if device is None else torch.device(device)
+def as_tensor(x) -> torch.Tensor:
+    """Array-like to a CPU tensor without copying when it can: integers (and booleans) become
+    int64, ready for embeddings, floats become float32; a tensor is returned as it is.
+    pandas objects are converted through `.to_numpy()`."""
     if isinstance(x, torch.Tensor):
-        return x.to(device)
+        return x
     if hasattr(x, "to_numpy"):
         x = x.to_numpy()
     a = np.asarray(x)
@@ -30,11 +27,17 @@ def T(x, device: torch.device | str | None = None) -> torch.Tensor:
     elif a.dtype.kind == "f":
         a = a.astype(np.float32, copy=False)
     else:
-        raise TypeError(f"T: cannot make a tensor from an array of dtype {a.dtype}")
+        raise TypeError(f"cannot make a tensor from an array of dtype {a.dtype}")
     a = np.ascontiguousarray(a)
     if not a.flags.writeable:  # pandas may hand out read-only views; torch wants writable memory
         a = a.copy()
-    return torch.from_numpy(a).to(device)
+    return torch.from_numpy(a)
+
+
+def T(x, device: torch.device | str | None = None) -> torch.Tensor:
+    """Array-like to tensor on `device` (default: `default_device()`), converted as by
+    `as_tensor` (int64 for integers, float32 for floats; a tensor keeps its dtype)."""
+    return as_tensor(x).to(default_device() if device is None else torch.device(device))
 
 
 def to_device(batch, device: torch.device | str):

@@ -158,3 +158,19 @@ def test_columnar_model_data_errors():
         ColumnarModelData.from_data_frame(".", [0], df[["u"]], np.zeros(4), ["u"], bs=0)
     with pytest.raises(ValueError, match="rows"):
         ColumnarModelData.from_data_frame(".", [0], df[["u"]], np.zeros(3), ["u"], bs=2)
+
+
+def test_T_and_as_tensor_dtypes_and_device():
+    from minifast import T, as_tensor, default_device
+
+    t = T(np.array([1, 2], dtype=np.int32))
+    assert t.dtype == torch.int64 and t.device.type == default_device().type
+    assert T(pd.Series([0.5, 1.5])).dtype == torch.float32
+    assert T([True, False]).dtype == torch.int64
+    x = torch.arange(3)
+    assert as_tensor(x) is x
+    ro = np.arange(4.0)
+    ro.flags.writeable = False
+    assert as_tensor(ro).dtype == torch.float32
+    with pytest.raises(TypeError, match="dtype <U1"):
+        T(np.array(["a"]))
