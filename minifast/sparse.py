@@ -1,7 +1,7 @@
 """Sparse embedding gradients, and `LazyAdam`, an Adam that updates only the rows in a batch.
 
 With dense gradients every optimiser step touches every row of every embedding: Adam reads
-and writes the weights and both moments of all 527k parameters of lesson 5's model for a
+and writes the weights and both moments of all 497k parameters of lesson 5's model for a
 batch that uses 64 users and 64 movies. With `nn.Embedding(..., sparse=True)` the gradient
 is a sparse tensor holding just the rows in the batch, and an optimiser that takes sparse
 gradients updates just those rows: a step costs O(batch), not O(table).
