@@ -17,6 +17,7 @@ from .data import (
     ArrayLoader,
     ColumnarModelData,
     ModelData,
+    check_batch_size,
     check_val_idxs,
     get_cv_idxs,
     split_by_idx,
@@ -56,7 +57,7 @@ __version__ = "0.1.0"
 __all__ = [
     "EVENTS", "Callback", "CallbackHandler", "CSVLogger", "EarlyStopping", "Printer",
     "ProgressBar", "Recorder", "SaveBestModel", "StopTraining",
-    "ArrayLoader", "ColumnarModelData", "ModelData", "check_val_idxs", "get_cv_idxs",
+    "ArrayLoader", "ColumnarModelData", "ModelData", "check_batch_size", "check_val_idxs", "get_cv_idxs",
     "split_by_idx", "T", "as_tensor", "default_device", "to_device", "FitResult", "fit", "predict",
     "validate", "get_lrs", "get_moms", "set_lrs", "set_moms", "set_wds", "CheckpointError",
     "Checkpoint", "find_checkpoints", "load_checkpoint", "restore_checkpoint",

@@ -21,6 +21,7 @@ __all__ = [
     "get_cv_idxs",
     "split_by_idx",
     "check_val_idxs",
+    "check_batch_size",
     "ArrayLoader",
     "ModelData",
     "ColumnarModelData",
@@ -40,6 +41,14 @@ def get_cv_idxs(n: int, cv_idx: int = 0, val_pct: float = 0.2, seed: int = 42) -
     n_val = int(val_pct * n)
     idxs = np.random.RandomState(seed).permutation(n)
     return idxs[cv_idx * n_val : (cv_idx + 1) * n_val]
+
+
+def check_batch_size(bs, name: str = "bs") -> int:
+    """A batch size as an int; a clear ValueError naming `name` for anything but a positive
+    integer (booleans included)."""
+    if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {bs!r}")
+    return int(bs)
 
 
 def check_val_idxs(val_idxs, n: int) -> np.ndarray:
@@ -120,8 +129,7 @@ class ArrayLoader:
     ):
         if not arrays:
             raise ValueError("ArrayLoader needs at least one array")
-        if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = check_batch_size(batch_size, "batch_size")
         if len(arrays) == 1 and isinstance(arrays[0], torch.utils.data.TensorDataset):
             arrays = tuple(arrays[0].tensors)
         self.dataset = arrays[0] if len(arrays) == 1 and _is_map_dataset(arrays[0]) else None
@@ -329,8 +337,7 @@ class ColumnarModelData(ModelData):
 
     @classmethod
     def _from_tensors(cls, path, trn, val, test, bs, seed) -> ColumnarModelData:
-        if not isinstance(bs, (int, np.integer)) or bs <= 0:
-            raise ValueError(f"bs must be a positive integer, got {bs!r}")
+        bs = check_batch_size(bs)
         trn_dl = ArrayLoader(*trn, batch_size=bs, shuffle=True, seed=seed)
         val_dl = ArrayLoader(*val, batch_size=bs * 2)
         test_dl = None if test is None else ArrayLoader(*test, batch_size=bs * 2)

@@ -174,3 +174,12 @@ def test_T_and_as_tensor_dtypes_and_device():
     assert as_tensor(ro).dtype == torch.float32
     with pytest.raises(TypeError, match="dtype <U1"):
         T(np.array(["a"]))
+
+
+def test_check_batch_size_names_the_argument():
+    from minifast import check_batch_size
+
+    assert check_batch_size(np.int64(8)) == 8
+    for bad in (0, -1, 2.0, True, None):
+        with pytest.raises(ValueError, match=r"^batch_size must be a positive integer"):
+            check_batch_size(bad, "batch_size")

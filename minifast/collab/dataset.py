@@ -20,7 +20,7 @@ import pandas as pd
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import ColumnarModelData
+from ..data import ColumnarModelData, check_batch_size
 from .models import MODELS, EmbeddingDot, _check_positive, embedding_l2
 
 if TYPE_CHECKING:
@@ -246,7 +246,7 @@ class CollabFilterDataset:
     def get_data(self, val_idxs, bs: int = 64, seed: int | None = None) -> ColumnarModelData:
         """`ColumnarModelData` over cats `[user index, item index]` and the ratings; rows at
         `val_idxs` (e.g. `get_cv_idxs(cf.n)`) are the validation set."""
-        _check_bs(bs)
+        check_batch_size(bs, "bs (batch size)")
         cats = np.stack([self.user_col, self.item_col], axis=1)
         return ColumnarModelData.from_arrays(self.path, val_idxs, cats, self.ratings, bs, seed=seed)
 
@@ -305,11 +305,6 @@ class CollabFilterDataset:
     def __repr__(self) -> str:
         return (f"CollabFilterDataset(n={self.n}, n_users={self.n_users}, n_items={self.n_items}, "
                 f"scores=[{self.min_score:g}, {self.max_score:g}])")
-
-
-def _check_bs(bs) -> None:
-    if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs <= 0:
-        raise ValueError(f"bs (batch size) must be a positive integer, got {bs!r}")
 
 
 def _y_range(y_range) -> tuple[float, float]:
