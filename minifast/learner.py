@@ -523,7 +523,13 @@ class Learner:
         path = self.model_file(name)
         if distributed.is_main_process():
             sd = distributed.unwrap(self.model).state_dict()
-            atomic_save({"model": sd, "opt": self.opt.state_dict()} if with_opt else sd, path)
+            try:
+                atomic_save({"model": sd, "opt": self.opt.state_dict()} if with_opt else sd, path)
+            except OSError as e:  # typically a read-only data folder
+                raise OSError(e.errno, f"cannot write {path}: {e.strerror or e}. Models go to "
+                              f"{self.models_path} (under the learner's path); set learn.path "
+                              "to a writable folder, or pass path=... when creating the "
+                              "learner") from e
         return path
 
     def load(self, name, with_opt: bool = True) -> Path:

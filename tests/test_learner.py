@@ -468,6 +468,16 @@ def test_save_load_round_trip(tmp_path):
         assert torch.equal(learn.model.state_dict()[k], v)
 
 
+def test_save_to_unwritable_folder_names_the_fix(tmp_path):
+    learn = mf.Learner(make_data(tmp_path), mlp())
+    (tmp_path / "models").write_text("a file where the models folder should be")
+    with pytest.raises(OSError, match=r"cannot write .*m\.pt.*set learn\.path") as e:
+        learn.save("m")
+    assert e.value.errno is not None
+    learn.path = tmp_path / "elsewhere"  # the way out the message names
+    assert learn.save("m") == tmp_path / "elsewhere" / "models" / "m.pt"
+
+
 def test_save_load_with_optimiser_state(tmp_path):
     learn = mf.Learner(make_data(tmp_path), mlp())
     learn.fit(1e-2, 1, verbose=False)
