@@ -59,7 +59,7 @@ def run_one(impl: str, ftz: str, epochs: int, bs: int, threads: int) -> dict:
 
     from minifast import LazyAdam, flush_denormal, sparse_embeddings
 
-    cf, val_idxs, src = setup(bs, threads)
+    cf, val_idxs, src = setup(bs, threads, "ml-latest-small-2016")
     md = cf.get_data(val_idxs, bs, seed=0)
     cats, _, y = md.trn_dl.tensors
     vcats, _, vy = md.val_dl.tensors

@@ -29,7 +29,7 @@ def main(argv=None):
     ap.add_argument("--rows", type=int, default=14)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    cf, val_idxs, src = setup(args.bs, args.threads)
+    cf, val_idxs, src = setup(args.bs, args.threads, "ml-latest-small-2016")
 
     def learner():
         torch.manual_seed(0)
