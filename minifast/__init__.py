@@ -34,7 +34,7 @@ from .distributed import (
 from .fit import FitResult, fit, predict, validate
 from .fused import build_optimizer, fused_supported
 from .learner import Learner, default_crit
-from .optim import get_lrs, get_moms, set_lrs, set_moms, set_wds
+from .optim import get_lrs, get_moms, load_opt_state, set_lrs, set_moms, set_wds
 from .plots import plot_loss, plot_lr, plot_lr_find
 from .saving import CheckpointError, atomic_save, safe_load
 from .schedules import (
@@ -59,7 +59,7 @@ __all__ = [
     "ProgressBar", "Recorder", "SaveBestModel", "StopTraining",
     "ArrayLoader", "ColumnarModelData", "ModelData", "check_batch_size", "check_val_idxs", "get_cv_idxs",
     "split_by_idx", "T", "as_tensor", "default_device", "to_device", "FitResult", "fit", "predict",
-    "validate", "get_lrs", "get_moms", "set_lrs", "set_moms", "set_wds", "CheckpointError",
+    "validate", "get_lrs", "get_moms", "set_lrs", "set_moms", "set_wds", "load_opt_state", "CheckpointError",
     "Checkpoint", "find_checkpoints", "load_checkpoint", "restore_checkpoint",
     "atomic_save", "safe_load", "FitState", "NonFiniteLossError", "Stepper",
     "Learner", "default_crit", "plot_loss", "plot_lr", "plot_lr_find", "CircularLR",

@@ -27,6 +27,7 @@ import torch
 
 from .callbacks import Callback, CallbackHandler, Printer, Recorder
 from .distributed import is_main_process, unwrap, world_size
+from .optim import load_opt_state
 from .saving import CheckpointError, atomic_save, load_model_state, safe_load
 from .state import FitState
 
@@ -394,7 +395,7 @@ def _apply(ckpt: dict, state: FitState, cbs: CallbackHandler, path: Path) -> Non
     model = unwrap(state.model)
     load_model_state(model, ckpt["model"], path)  # checks keys and shapes before loading
     try:
-        state.opt.load_state_dict(ckpt["opt"])
+        load_opt_state(state.opt, ckpt["opt"])
     except (ValueError, KeyError, RuntimeError) as e:
         raise CheckpointError(f"{path}: the optimiser state does not fit this optimiser: {e}") from e
     state.load_state_dict(ckpt["state"])

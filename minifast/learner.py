@@ -46,7 +46,7 @@ from .callbacks import Callback, SaveBestModel
 from .device import T, default_device
 from .fit import FitResult, fit, predict
 from .fused import build_optimizer
-from .optim import get_moms, set_lrs, set_moms, set_wds
+from .optim import get_moms, load_opt_state, set_lrs, set_moms, set_wds
 from .saving import CheckpointError, atomic_save, load_model_state, safe_load
 from .schedules import (
     CircularLR,
@@ -558,7 +558,7 @@ class Learner:
             self._check_opt_state(opt_sd, path)
         load_model_state(m, model_sd, path)
         if with_opt and opt_sd is not None:
-            self.opt.load_state_dict(opt_sd)
+            load_opt_state(self.opt, opt_sd)
         return path
 
     def _check_opt_state(self, opt_sd, path) -> None:

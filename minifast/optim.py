@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["set_lrs", "get_lrs", "set_moms", "get_moms", "set_wds", "listify_hp"]
+__all__ = ["set_lrs", "get_lrs", "set_moms", "get_moms", "set_wds", "listify_hp", "load_opt_state"]
 
 
 def listify_hp(value, n: int, name: str) -> list[float]:
@@ -85,3 +85,16 @@ def set_wds(
         else:
             group["weight_decay"] = wd
             group["decoupled_wd"] = 0.0
+
+
+#: Parameter-group keys that choose an optimiser's implementation, not its training state.
+IMPL_KEYS = ("fused", "foreach", "capturable", "differentiable")
+
+
+def load_opt_state(opt: torch.optim.Optimizer, sd: dict) -> None:
+    """`opt.load_state_dict(sd)`, keeping `opt`'s own implementation choices (`fused`,
+    `foreach`, ...): a state saved by a fused Adam loads into a `fused=False` one and stays
+    unfused (and vice versa), with its tensors placed for the implementation that runs."""
+    groups = [{**saved, **{k: own[k] for k in IMPL_KEYS if k in own}}
+              for saved, own in zip(sd["param_groups"], opt.param_groups)]
+    opt.load_state_dict({**sd, "param_groups": groups + sd["param_groups"][len(groups):]})

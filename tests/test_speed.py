@@ -191,6 +191,31 @@ def test_fused_and_default_adam_train_alike():
     assert res[0] == pytest.approx(res[1], rel=1e-3)
 
 
+def test_loaded_optimiser_state_keeps_the_implementation_chosen(tmp_path):
+    data = tiny_problem()
+    fused = mf.Learner(data, Dot(), path=tmp_path)
+    if not mf.fused_supported(fused.model.parameters()):
+        pytest.skip("no fused kernel for these parameters in this torch")
+    fused.fit(1e-2, 1, verbose=False, progress=False)
+    fused.save("m", with_opt=True)
+    plain = mf.Learner(data, Dot(), fused=False, path=tmp_path)
+    plain.load("m")  # a file from a fused Adam must not switch this one to fused
+    assert not plain.opt.param_groups[0]["fused"]
+    for p, q in zip(fused.opt.state.values(), plain.opt.state.values(), strict=True):
+        assert torch.equal(p["exp_avg_sq"], q["exp_avg_sq"]) and float(p["step"]) == float(q["step"])
+    plain.fit(1e-2, 1, verbose=False, progress=False)  # and it trains on from there
+    fused.load("m")  # the other way round: stays fused
+    plain.save("p", with_opt=True)
+    fused.load("p")
+    assert fused.opt.param_groups[0]["fused"]
+    fused.fit(1e-2, 1, verbose=False, progress=False)
+    ckpt = tmp_path / "ck"
+    fused.fit(1e-2, 1, verbose=False, progress=False, callbacks=[mf.Checkpoint(ckpt)])
+    resumed = mf.Learner(data, Dot(), fused=False, path=tmp_path)
+    resumed.fit(1e-2, 1, verbose=False, progress=False, resume=mf.find_checkpoints(ckpt)[0])
+    assert not resumed.opt.param_groups[0]["fused"]
+
+
 # ------------------------------------------------------------------------------ sparse
 
 
