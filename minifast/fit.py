@@ -14,7 +14,7 @@ import torch
 
 from . import denormal
 from .callbacks import Callback, CallbackHandler, Printer, ProgressBar, Recorder, StopTraining
-from .checkpoint import restore_checkpoint
+from .checkpoint import Checkpoint, restore_checkpoint
 from .distributed import DistributedFit, all_reduce_sums, is_main_process, is_sharded
 from .state import FitState
 from .stepper import NonFiniteLossError, Stepper
@@ -124,6 +124,8 @@ def fit(
             state.stopped = True
         except KeyboardInterrupt:
             state.interrupted = True
+            if cbs.find(Checkpoint) is None and is_main_process():  # Checkpoint says its own
+                print(_interrupt_message(state), file=sys.stderr, flush=True)
             raise
         except NonFiniteLossError as e:
             state.error = NonFiniteLossError(_nan_message(state, e))
@@ -174,6 +176,15 @@ def _epoch_row(state: FitState) -> dict:
     row.update(zip(state.metric_names, state.vals))
     row["time"] = time.perf_counter() - state.epoch_start
     return row
+
+
+def _interrupt_message(state: FitState) -> str:
+    """What Ctrl-C without a `Checkpoint` leaves: the weights in memory, nothing to resume."""
+    return (f"minifast: training interrupted at epoch {state.epoch}, batch {state.batch_idx}/"
+            f"{state.n_batches} (iteration {state.iteration}); the model keeps the weights it "
+            "had then (learn.save(name) writes them), but there is no checkpoint to resume "
+            "from: train with callbacks=[Checkpoint(folder)] to resume exactly after a Ctrl-C "
+            "or a crash")
 
 
 def _nan_message(state: FitState, e: NonFiniteLossError) -> str:

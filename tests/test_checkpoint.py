@@ -165,6 +165,16 @@ def test_every_rng_matters(tmp_path, which):
         assert_same_run(full, resumed)
 
 
+def test_interrupt_says_what_is_kept_and_how_to_resume(tmp_path, capsys):
+    interrupted_run(tmp_path, 7)  # no Checkpoint: the weights stay, nothing to resume from
+    err = capsys.readouterr().err
+    assert f"interrupted at epoch 0, batch 7/{N_BATCHES} (iteration 7)" in err
+    assert "no checkpoint to resume from" in err and "callbacks=[Checkpoint(folder)]" in err
+    interrupted_run(tmp_path, 9, [Checkpoint(tmp_path / "ck")])  # Checkpoint's own message only
+    err = capsys.readouterr().err
+    assert err.count("interrupted at") == 1 and "resume with fit(..., resume=" in err
+
+
 def test_checkpoint_contents_load_weights_only(tmp_path):
     ck = tmp_path / "run" / "ckpt"
     model, opt, res = train(tmp_path / "run", [Checkpoint(ck / "net.pt", keep=None)], n_epochs=2)
