@@ -157,7 +157,24 @@ def learner_part(out: Path, cfg: dict, cf) -> dict:
     resumed = learn.fit(cfg["lr"], 1, cycle_len=3, callbacks=[probe2], resume=out / "ckpt",
                         verbose=False)
     res.update(resumed=resumed.history, resumed_sharded=probe2.sharded)
+    res["sparse"] = sparse_part(out, cfg, cf)
     return res
+
+
+def sparse_learner(cfg: dict, cf, bs: int):
+    """A learner with sparse embedding gradients (LazyAdam) and the per-rating penalty."""
+    torch.manual_seed(0)
+    return cf.get_learner(cfg["n_factors"], get_cv_idxs(cf.n), bs, seed=5, sparse=True,
+                          emb_l2=0.01)
+
+
+def sparse_part(out: Path, cfg: dict, cf) -> dict:
+    """Sparse gradients under DDP (gloo all-reduces them as sparse tensors)."""
+    learn = sparse_learner(cfg, cf, cfg["bs"])
+    fitted = learn.fit(cfg["lr"], 2, verbose=False)
+    sd = unwrap(learn.model).state_dict()
+    torch.save(sd, out / f"sparse{rank()}.pt")
+    return {"history": fitted.history, "opt": type(learn.opt).__name__}
 
 
 if __name__ == "__main__":

@@ -317,3 +317,22 @@ def test_learner_sgdr_cycle_counts_a_ranks_steps(ddp_run):
     assert ranks[1]["learner"]["lrs"] == lrs
     assert len(lrs) == 34 and max(lrs) > 0.9 * CFG["lr"]
     assert lrs[-1] < 0.01 * CFG["lr"], "the cosine should have annealed to ~0 by the cycle's end"
+
+
+def test_sparse_gradients_under_ddp_equal_one_process(ddp_run):
+    from ddp_worker import sparse_learner
+
+    out, ranks, _ = ddp_run
+    two = ranks[0]["learner"]["sparse"]
+    losses = [[(h["trn_loss"], h["val_loss"]) for h in rk["learner"]["sparse"]["history"]]
+              for rk in ranks]
+    assert two["opt"] == "LazyAdam" and losses[0] == losses[1]
+    w0, w1 = (torch.load(out / f"sparse{r}.pt", weights_only=True) for r in range(2))
+    for k in w0:  # the ranks stay in step
+        assert torch.equal(w0[k], w1[k]), k
+    from ddp_worker import collab_parts
+
+    cf, _, _ = collab_parts(CFG, 2 * CFG["bs"], seed=None)
+    one = sparse_learner(CFG, cf, 2 * CFG["bs"]).fit(CFG["lr"], 2, verbose=False)
+    np.testing.assert_allclose([h["val_loss"] for h in two["history"]],
+                               [h["val_loss"] for h in one.history], rtol=2e-5)

@@ -269,20 +269,25 @@ def test_sparse_learner_trains(model):
     assert np.isfinite(after) and after < before
 
 
+class GradKinds(mf.Callback):
+    """Records, after each backward pass, which parameters have sparse gradients."""
+
+    def __init__(self):
+        self.sparse: list[list[bool]] = []
+
+    def on_backward_end(self):
+        self.sparse.append([p.grad.is_sparse for p in self.state.model.parameters()])
+
+
 def test_sparse_with_per_rating_penalty_keeps_gradients_sparse():
     cf, val = collab()
     res = {}
     for sparse in (False, True):
         torch.manual_seed(0)
         learn = cf.get_learner(8, val, 64, sparse=sparse, emb_l2=0.05, seed=0)
-        grads = []
-
-        class Grads(mf.Callback):
-            def on_backward_end(self):
-                grads.append([p.grad.is_sparse for p in learn.model.parameters()])
-
-        res[sparse] = learn.fit(1e-2, 3, verbose=False, progress=False, callbacks=[Grads()])[0]
-        assert all(all(g) == sparse for g in grads)  # the penalty adds no dense gradient
+        probe = GradKinds()
+        res[sparse] = learn.fit(1e-2, 3, verbose=False, progress=False, callbacks=[probe])[0]
+        assert all(all(g) == sparse for g in probe.sparse)  # the penalty adds no dense gradient
     assert np.isfinite(res[True]) and res[True] == pytest.approx(res[False], rel=0.05)
 
 
