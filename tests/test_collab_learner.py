@@ -204,3 +204,22 @@ def test_get_learner_emb_l2(tmp_path):
     assert math.isfinite(res[0])
     with pytest.raises(ValueError, match="emb_l2 or reg_fn"):
         cf.get_learner(4, get_cv_idxs(cf.n), 32, emb_l2=0.1, reg_fn=lambda out, xs, loss: loss)
+
+
+def test_get_learner_emb_l2_alpha_counts_training_rows_only(tmp_path):
+    df = pd.DataFrame({"user": [1, 1, 1, 2, 2, 3], "item": [10, 20, 30, 10, 20, 40],
+                       "rating": [1.0, 2, 3, 4, 5, 3]})
+    cf = CollabFilterDataset.from_data_frame(tmp_path, df, "user", "item", "rating")
+    val = np.array([4, 5])  # user 3 and item 40 are rated in validation only
+    learn = cf.get_learner(2, val, 2, emb_l2=1.0, emb_l2_bias=0.0, emb_l2_alpha=1.0, seed=0)
+    m = learn.model
+    cats = torch.tensor([[0, 0], [1, 1], [2, 3]])  # (user 1, item 10), (2, 20), (3, 40)
+    # Training counts: users 1 -> 3, 2 -> 1, 3 -> 0; items 10 -> 2, 20 -> 1, 30 -> 1, 40 -> 0.
+    wu, wi = torch.tensor([1 / 3, 1.0, 1.0]), torch.tensor([0.5, 1.0, 1.0])
+    pen = (wu * (m.u.weight[cats[:, 0]] ** 2).sum(1)
+           + wi * (m.i.weight[cats[:, 1]] ** 2).sum(1)).mean()
+    torch.testing.assert_close(learn.reg_fn(None, [cats], torch.tensor(0.0)), pen)
+    res = learn.fit(1e-2, 1, verbose=False)
+    assert math.isfinite(res[0])
+    with pytest.raises(ValueError, match="pass emb_l2 too"):
+        cf.get_learner(2, val, 2, emb_l2_alpha=0.5)

@@ -136,3 +136,33 @@ def test_embedding_l2_penalises_rows_of_the_batch():
         embedding_l2(m, -1.0)
     with pytest.raises(ValueError, match="needs factor embeddings"):
         embedding_l2(torch.nn.Linear(2, 2), 0.1)
+
+
+def test_embedding_l2_frequency_scaling():
+    from minifast.collab import embedding_l2
+
+    torch.manual_seed(0)
+    m = EmbeddingDotBias(3, 4, 5, 0.5, 5.0)
+    ucounts, icounts = [4, 1, 0, 9], [1, 0, 0, 16, 25]  # 0 counts clamp to 1
+    reg = embedding_l2(m, 0.3, bias_lam=0.2, counts=(ucounts, icounts), alpha=0.5)
+    u, i = CATS[:, 0], CATS[:, 1]
+    wu = torch.tensor([4.0, 1, 1, 9])[u] ** -0.5
+    wi = torch.tensor([1.0, 1, 1, 16, 25])[i] ** -0.5
+    pen = (wu * (0.3 * (m.u.weight[u] ** 2).sum(1) + 0.2 * m.ub.weight[u, 0] ** 2)
+           + wi * (0.3 * (m.i.weight[i] ** 2).sum(1) + 0.2 * m.ib.weight[i, 0] ** 2)).mean()
+    torch.testing.assert_close(reg(None, [CATS], torch.tensor(0.0)), pen)
+    # alpha=0 ignores the counts: the plain penalty.
+    torch.testing.assert_close(
+        embedding_l2(m, 0.3, 0.2, counts=(ucounts, icounts), alpha=0)(None, [CATS], torch.tensor(0.0)),
+        embedding_l2(m, 0.3, 0.2)(None, [CATS], torch.tensor(0.0)))
+    with pytest.raises(ValueError, match="pass counts"):
+        embedding_l2(m, 0.3, alpha=0.5)
+    with pytest.raises(ValueError, match="alpha"):
+        embedding_l2(m, 0.3, counts=(ucounts, icounts), alpha=-1)
+    with pytest.raises(ValueError, match="user counts must be 4 integers"):
+        embedding_l2(m, 0.3, counts=([1, 2], icounts), alpha=0.5)
+    with pytest.raises(ValueError, match="item counts must be 5 integers"):
+        embedding_l2(m, 0.3, counts=(ucounts, [0.5] * 5), alpha=0.5)
+    with pytest.raises(ValueError, match=">= 0"):
+        embedding_l2(m, 0.3, counts=(ucounts, [1, 1, -1, 1, 1]), alpha=0.5)
+

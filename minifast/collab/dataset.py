@@ -272,6 +272,7 @@ class CollabFilterDataset:
     def get_learner(self, n_factors: int, val_idxs, bs: int, model="dotbias",
                     y_range: Sequence[float] | None = None, model_kwargs: dict | None = None,
                     seed: int | None = None, sparse: bool = False, emb_l2: float | None = None,
+                    emb_l2_bias: float | None = None, emb_l2_alpha: float = 0.0,
                     **kwargs) -> CollabFilterLearner:
         """A `CollabFilterLearner` with MSE loss on `get_data(val_idxs, bs)` and
         `get_model(n_factors, model, y_range, **model_kwargs)`; `kwargs` go to the Learner
@@ -284,18 +285,28 @@ class CollabFilterDataset:
 
         `emb_l2=lam` adds `embedding_l2(model, lam)` as the learner's `reg_fn`: the classic
         matrix-factorisation penalty on the embedding rows each batch uses (an alternative to
-        `fit(..., wds=...)`; the best ml-100k configuration in benchmarks/collab_accuracy.py)."""
+        `fit(..., wds=...)`). `emb_l2_bias` is its `bias_lam` (default: `emb_l2`), and
+        `emb_l2_alpha` scales each row's penalty by `n ** -alpha`, `n` its number of training
+        ratings (counted from the rows not in `val_idxs`): `emb_l2=1.0, emb_l2_bias=0.1,
+        emb_l2_alpha=0.5` is the best ml-100k configuration in benchmarks/collab_accuracy.py."""
         from ..sparse import sparse_embeddings
         from .learner import CollabFilterLearner
 
         m = self.get_model(n_factors, model, y_range, **(model_kwargs or {}))
         if sparse:
             sparse_embeddings(m)
+        data = self.get_data(val_idxs, bs, seed=seed)
+        if emb_l2 is None and (emb_l2_bias is not None or emb_l2_alpha):
+            raise ValueError("emb_l2_bias and emb_l2_alpha modify emb_l2: pass emb_l2 too")
         if emb_l2 is not None:
             if kwargs.get("reg_fn") is not None:
                 raise ValueError("pass emb_l2 or reg_fn, not both")
-            kwargs["reg_fn"] = embedding_l2(m, emb_l2)
-        data = self.get_data(val_idxs, bs, seed=seed)
+            counts = None
+            if emb_l2_alpha:  # rows' training counts: the data's training rows, not val_idxs
+                cats = data.trn_dl.tensors[0].cpu().numpy()
+                counts = (np.bincount(cats[:, 0], minlength=self.n_users),
+                          np.bincount(cats[:, 1], minlength=self.n_items))
+            kwargs["reg_fn"] = embedding_l2(m, emb_l2, emb_l2_bias, counts, emb_l2_alpha)
         kwargs.setdefault("crit", F.mse_loss)
         return CollabFilterLearner(data, m, cf=self, **kwargs)
 
