@@ -223,3 +223,36 @@ def test_get_learner_emb_l2_alpha_counts_training_rows_only(tmp_path):
     assert math.isfinite(res[0])
     with pytest.raises(ValueError, match="pass emb_l2 too"):
         cf.get_learner(2, val, 2, emb_l2_alpha=0.5)
+
+
+def test_genre_features_aligned_to_items():
+    from minifast.collab import genre_features
+
+    movies = pd.DataFrame({"movieId": [7, 5, 9, 7], "title": ["a", "b", "c", "a again"],
+                           "genres": ["Comedy|Drama", "(no genres listed)", "Drama", "Horror"]})
+    f = genre_features(movies, [9, 7, 5, 42])  # 42 is not in movies; the 2nd row 7 is ignored
+    np.testing.assert_allclose(f, [[0, 1], [0.5, 0.5], [0, 0], [0, 0]])  # Comedy, Drama
+    assert f.dtype == np.float32
+    with pytest.raises(ValueError, match="genres"):
+        genre_features(movies.drop(columns="genres"), [7])
+
+
+def test_get_learner_features_model(tmp_path):
+    from minifast.collab import EmbeddingDotBiasFeatures, genre_features
+
+    df = synthetic()
+    cf = CollabFilterDataset.from_data_frame(tmp_path, df, "user", "item", "rating")
+    names = ["A", "B", "C"]
+    movies = pd.DataFrame({"movieId": cf.idx2item,
+                           "genres": [names[k % 3] + ("|" + names[(k + 1) % 3] if k % 2 else "")
+                                      for k in range(cf.n_items)]})
+    feats = genre_features(movies, cf.idx2item)
+    learn = cf.get_learner(4, get_cv_idxs(cf.n), 32, model="features", seed=0,
+                           model_kwargs={"item_features": feats},
+                           emb_l2=1.0, emb_l2_bias=0.1, emb_l2_alpha=0.5)
+    assert isinstance(learn.model, EmbeddingDotBiasFeatures)
+    res = learn.fit(1e-2, 1, cycle_len=2, verbose=False)
+    assert math.isfinite(res[0])
+    assert learn.model.item_feat.weight.abs().sum() > 0
+    with pytest.raises(ValueError, match="needs item_features"):
+        cf.get_learner(4, get_cv_idxs(cf.n), 32, model="features")

@@ -166,3 +166,34 @@ def test_embedding_l2_frequency_scaling():
     with pytest.raises(ValueError, match=">= 0"):
         embedding_l2(m, 0.3, counts=(ucounts, [1, 1, -1, 1, 1]), alpha=0.5)
 
+
+
+def test_embedding_dot_bias_features():
+    from minifast.collab import EmbeddingDotBiasFeatures, embedding_l2
+
+    torch.manual_seed(0)
+    feats = torch.tensor([[1.0, 0], [0, 1], [0.5, 0.5], [0, 0], [1, 0]])
+    m = EmbeddingDotBiasFeatures(3, 4, 5, 0.5, 5.0, item_features=feats)
+    # W starts at zero: the same output as EmbeddingDotBias with the same embeddings.
+    torch.manual_seed(0)
+    plain = EmbeddingDotBias(3, 4, 5, 0.5, 5.0)
+    torch.testing.assert_close(m(CATS), plain(CATS))
+    with torch.no_grad():
+        m.item_feat.weight.normal_()
+    u, i = CATS[:, 0], CATS[:, 1]
+    off = feats[i] @ m.item_feat.weight.T
+    res = ((m.u.weight[u] * (m.i.weight[i] + off[:, :3])).sum(1) + m.ub.weight[u, 0]
+           + m.ib.weight[i, 0] + off[:, 3])
+    torch.testing.assert_close(m.score(u, i), torch.sigmoid(res) * 4.5 + 0.5)
+    # The feature penalty: feature_lam (default bias_lam) times the offsets' squared norms.
+    base = embedding_l2(m, 0.1, bias_lam=0.2, feature_lam=0)(None, [CATS], torch.tensor(0.0))
+    got = embedding_l2(m, 0.1, bias_lam=0.2)(None, [CATS], torch.tensor(0.0))
+    torch.testing.assert_close(got, base + 0.2 * (off ** 2).sum(1).mean())
+    # Gradients reach W (features are trained), and the buffer moves with the model.
+    m.score(u, i).sum().backward()
+    assert m.item_feat.weight.grad.abs().sum() > 0
+    assert "item_features" in m.state_dict()
+    for bad, match in ((None, "needs item_features"), (torch.ones(4, 2), "shape"),
+                       (torch.ones(5, 0), "shape"), (torch.full((5, 2), float("nan")), "NaN")):
+        with pytest.raises(ValueError, match=match):
+            EmbeddingDotBiasFeatures(3, 4, 5, 0.5, 5.0, item_features=bad)

@@ -17,8 +17,16 @@ from .interpret import (
 )
 from .learner import CollabFilterLearner
 from .metrics import RankingMetric, ndcg_at_k, precision_at_k, ranking_scores, recall_at_k, rmse
-from .models import EmbeddingDot, EmbeddingDotBias, EmbeddingNet, embedding_l2, get_emb
+from .models import (
+    EmbeddingDot,
+    EmbeddingDotBias,
+    EmbeddingDotBiasFeatures,
+    EmbeddingNet,
+    embedding_l2,
+    get_emb,
+)
 from .movielens import (
+    genre_features,
     load_ml100k_split,
     load_movies,
     load_ratings,
@@ -34,7 +42,8 @@ __all__ = [
     "plot_items_pca", "plot_pred_vs_actual",
     "CollabFilterLearner",
     "RankingMetric", "ndcg_at_k", "precision_at_k", "ranking_scores", "recall_at_k", "rmse",
-    "EmbeddingDot", "EmbeddingDotBias", "EmbeddingNet", "embedding_l2", "get_emb",
-    "load_ml100k_split", "load_movies", "load_ratings", "movie_titles", "movielens_path",
+    "EmbeddingDot", "EmbeddingDotBias", "EmbeddingDotBiasFeatures", "EmbeddingNet",
+    "embedding_l2", "get_emb",
+    "genre_features", "load_ml100k_split", "load_movies", "load_ratings", "movie_titles", "movielens_path",
     "synthetic_ratings",
 ]

@@ -253,7 +253,8 @@ class CollabFilterDataset:
     def get_model(self, n_factors: int, model: str | Callable[..., nn.Module] = "dotbias",
                   y_range: Sequence[float] | None = None, **model_kwargs) -> nn.Module:
         """A model for this data: `model` is `"dotbias"` (`EmbeddingDotBias`, the default, as
-        fastai v0.7), `"dot"` (`EmbeddingDot`), `"net"` (`EmbeddingNet`), or a class/callable
+        fastai v0.7), `"dot"` (`EmbeddingDot`), `"net"` (`EmbeddingNet`), `"features"`
+        (`EmbeddingDotBiasFeatures`: pass `item_features=` in `model_kwargs`), or a class/callable
         taking `(n_factors, n_users, n_items, min_score, max_score, **model_kwargs)`.
         `y_range=(lo, hi)` overrides the output range (default: the ratings' min and max)."""
         _check_positive("n_factors", n_factors)

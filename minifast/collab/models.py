@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "CollabModel", "EmbeddingDot", "EmbeddingDotBias", "EmbeddingNet", "get_emb", "MODELS",
+    "CollabModel", "EmbeddingDot", "EmbeddingDotBias", "EmbeddingDotBiasFeatures",
+    "EmbeddingNet", "get_emb", "MODELS",
     "embedding_l2",
 ]
 
@@ -122,6 +123,47 @@ class EmbeddingDotBias(CollabModel):
         return torch.sigmoid(res) * (self.max_score - self.min_score) + self.min_score
 
 
+class EmbeddingDotBiasFeatures(EmbeddingDotBias):
+    """`EmbeddingDotBias` whose items also get factors and a bias from side features.
+
+    `item_features` is a float array `[n_items, k]` (row `j` describes item index `j`, e.g.
+    `genre_features(load_movies(path), cf.idx2item)`: each movie's genres, weights summing
+    to 1). A linear map `W` (`item_feat`, `k -> n_factors + 1`, no bias) adds
+    `(F @ W)[:, :n_factors]` to each item's factors and `(F @ W)[:, -1]` to its bias, so
+    items with few ratings borrow from the others of their genres. `W` starts at zero: the
+    untrained model equals `EmbeddingDotBias`. `embedding_l2` penalises the offsets each
+    rating uses with its `feature_lam`. On ml-100k's u1 split, genres take one model from
+    about 0.909 to 0.902 test RMSE (benchmarks/collab_accuracy.py).
+    """
+
+    def __init__(self, n_factors: int, n_users: int, n_items: int, min_score: float,
+                 max_score: float, item_features=None):
+        super().__init__(n_factors, n_users, n_items, min_score, max_score)
+        if item_features is None:
+            raise ValueError("EmbeddingDotBiasFeatures needs item_features, a float array "
+                             "[n_items, k] (e.g. genre_features(load_movies(path), cf.idx2item))")
+        f = torch.as_tensor(item_features, dtype=torch.float32)
+        if f.ndim != 2 or f.shape[0] != n_items or f.shape[1] == 0:
+            raise ValueError(f"item_features must be [n_items={n_items}, k >= 1], got shape "
+                             f"{tuple(f.shape)}")
+        if not torch.isfinite(f).all():
+            raise ValueError("item_features has NaN or infinite values")
+        self.register_buffer("item_features", f)
+        self.item_feat = nn.Linear(f.shape[1], self.u.embedding_dim + 1, bias=False)
+        nn.init.zeros_(self.item_feat.weight)
+
+    def feature_offsets(self, items: torch.Tensor) -> torch.Tensor:
+        """`[n, n_factors + 1]`: the feature part of each item's factors and (last) bias."""
+        return self.item_feat(self.item_features[items])
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """`sigmoid(u·(i + fi) + ub + ib + fb)` scaled to `[min_score, max_score]`."""
+        off = self.feature_offsets(items)
+        res = ((self.u(users) * (self.i(items) + off[:, :-1])).sum(1) + self.ub(users)[:, 0]
+               + self.ib(items)[:, 0] + off[:, -1])
+        return torch.sigmoid(res) * (self.max_score - self.min_score) + self.min_score
+
+
 class EmbeddingNet(CollabModel):
     """The lesson's neural net: concatenated embeddings, dropout, one hidden layer.
 
@@ -153,7 +195,7 @@ class EmbeddingNet(CollabModel):
 
 
 def embedding_l2(model: nn.Module, lam: float, bias_lam: float | None = None,
-                 counts=None, alpha: float = 0.0):
+                 counts=None, alpha: float = 0.0, feature_lam: float | None = None):
     """A `reg_fn(out, xs, loss)` adding the classic matrix-factorisation penalty: `lam` times
     the squared norms of the factor rows used by each rating (`u`, `i`), plus `bias_lam`
     (default `lam`) times their squared biases (`ub`, `ib`, when the model has them), averaged
@@ -171,12 +213,18 @@ def embedding_l2(model: nn.Module, lam: float, bias_lam: float | None = None,
     regularisation" (`lam` then needs to be about sqrt(typical n) times larger; 1.0 with
     0.5 on ml-100k, where it gains about 0.004 RMSE over the plain 0.1), `alpha=1` gives
     every row the same total penalty.
+
+    A model with item side features (`EmbeddingDotBiasFeatures`) also gets `feature_lam`
+    (default `bias_lam`) times the squared norm of the feature offsets each rating uses
+    (`model.feature_offsets(items)`), not frequency-scaled: its weights are shared by items.
     """
     lam = float(lam)
     bias_lam = lam if bias_lam is None else float(bias_lam)
     alpha = float(alpha)
-    if not (math.isfinite(lam) and lam >= 0 and math.isfinite(bias_lam) and bias_lam >= 0):
-        raise ValueError(f"lam and bias_lam must be finite and >= 0, got {lam}, {bias_lam}")
+    feature_lam = bias_lam if feature_lam is None else float(feature_lam)
+    if not all(math.isfinite(v) and v >= 0 for v in (lam, bias_lam, feature_lam)):
+        raise ValueError(f"lam, bias_lam and feature_lam must be finite and >= 0, got {lam}, "
+                         f"{bias_lam}, {feature_lam}")
     if not (math.isfinite(alpha) and alpha >= 0):
         raise ValueError(f"alpha must be finite and >= 0, got {alpha}")
     for name in ("u", "i"):
@@ -184,6 +232,7 @@ def embedding_l2(model: nn.Module, lam: float, bias_lam: float | None = None,
             raise ValueError(f"embedding_l2 needs factor embeddings `.u` and `.i`; "
                              f"{type(model).__name__} has no `.{name}`")
     has_bias = isinstance(getattr(model, "ub", None), nn.Embedding)
+    has_features = callable(getattr(model, "feature_offsets", None))
     wu = wi = None
     if alpha:
         if counts is None:
@@ -202,7 +251,10 @@ def embedding_l2(model: nn.Module, lam: float, bias_lam: float | None = None,
             pu, pi = lam * pu, lam * pi
         if wu is not None:
             pu, pi = pu * wu[users], pi * wi[items]
-        return loss + (pu + pi).mean()
+        pen = pu + pi
+        if has_features and feature_lam:
+            pen = pen + feature_lam * model.feature_offsets(items).pow(2).sum(1)
+        return loss + pen.mean()
 
     return reg_fn
 
@@ -219,4 +271,5 @@ def _row_weights(counts, emb: nn.Embedding, alpha: float, role: str) -> torch.Te
 
 
 #: Model names accepted by `CollabFilterDataset.get_model(model=...)`.
-MODELS = {"dotbias": EmbeddingDotBias, "dot": EmbeddingDot, "net": EmbeddingNet}
+MODELS = {"dotbias": EmbeddingDotBias, "dot": EmbeddingDot, "net": EmbeddingNet,
+          "features": EmbeddingDotBiasFeatures}

@@ -16,7 +16,7 @@ import pandas as pd
 
 __all__ = [
     "load_ratings", "load_movies", "movie_titles", "load_ml100k_split", "movielens_path",
-    "RATING_COLUMNS",
+    "genre_features", "RATING_COLUMNS",
 ]
 
 RATING_COLUMNS = ["userId", "movieId", "rating", "timestamp"]
@@ -82,6 +82,23 @@ def movie_titles(path: str | os.PathLike) -> pd.Series:
     """`movieId -> title` of the MovieLens folder `path` (for interpretation and recommendations)."""
     movies = load_movies(path)
     return pd.Series(movies["title"].to_numpy(), index=movies["movieId"].to_numpy(), name="title")
+
+
+def genre_features(movies: pd.DataFrame, item_ids) -> np.ndarray:
+    """Item side features for `EmbeddingDotBiasFeatures`: a float32 array `[len(item_ids),
+    n_genres]`, row `j` the genres of movie `item_ids[j]` (e.g. `cf.idx2item`) from
+    `load_movies`' `|`-joined `genres`, each row summing to 1. Movies without genres, or
+    missing from `movies`, get a zero row."""
+    for col in ("movieId", "genres"):
+        if col not in movies.columns:
+            raise ValueError(f"movies needs columns movieId and genres (load_movies), "
+                             f"missing {col!r}")
+    movies = movies.drop_duplicates("movieId")  # the first row of a repeated id counts
+    flags = movies["genres"].fillna(_NO_GENRES).str.get_dummies(sep="|")
+    flags = flags.drop(columns=[_NO_GENRES], errors="ignore")
+    flags.index = movies["movieId"].to_numpy()
+    f = flags.reindex(pd.Index(np.asarray(item_ids)), fill_value=0).to_numpy(np.float32)
+    return f / np.maximum(f.sum(1, keepdims=True), 1)
 
 
 def load_ml100k_split(path: str | os.PathLike, split: str = "u1") -> tuple[pd.DataFrame, pd.DataFrame]:
