@@ -23,7 +23,10 @@ Settings (`--settings`):
 - sparse:  sparse embedding gradients with minifast.LazyAdam -- get_learner(sparse=True)
 
 Every run is a fresh subprocess (so its peak RSS, VmHWM, is its own) that first trains one
-untimed warm-up epoch of the same loop on a fresh model (`--warmup`), and runs are interleaved:
+untimed warm-up epoch of the same loop on a fresh model (`--warmup`); with `--in-process` all
+runs share this process instead (no per-loop RSS, but none of the process-to-process spread
+of a fresh interpreter's first epochs, which on this 2-core VM is larger than the
+differences measured). Runs are interleaved:
 rep r runs the loops in a rotated order, every setting and batch size in turn. The table
 gives medians over reps: microseconds per step (wall time of train + validation / steps),
 ratings/s (training ratings per second), epoch seconds, peak RSS and validation MSE, and each
@@ -198,9 +201,16 @@ def table(results: list[dict], settings, sizes) -> str:
                 lines.append(
                     f"| {setting} | {bs} | {lp} | {sec / rs[0]['steps'] * 1e6:,.0f} | "
                     f"{rs[0]['rows'] / sec:,.0f} | {sec:.2f} | "
-                    f"{statistics.median(r['peak_rss_mb'] for r in rs):.0f} | "
+                    f"{_rss(rs)} | "
                     f"{statistics.median(r['mse'] for r in rs):.4f} | {sec / lean:.3f} |")
     return "\n".join(lines)
+
+
+def _rss(rs: list[dict]) -> str:
+    """Median peak RSS in MB, or a dash for in-process runs (one shared process's peak)."""
+    if any(r.get("in_process") for r in rs):
+        return "—"
+    return f"{statistics.median(r['peak_rss_mb'] for r in rs):.0f}"
 
 
 def main(argv=None):
@@ -213,6 +223,9 @@ def main(argv=None):
     ap.add_argument("--json", type=Path, default=None, help="also write every run here")
     ap.add_argument("--warmup", type=int, default=1,
                     help="untimed epochs before the timed one, in each process (default 1)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run every loop in this one process, interleaved, instead of one "
+                         "process per run: steadier ratios, no per-loop peak RSS")
     ap.add_argument("--worker", nargs=5, metavar=("LOOP", "SETTING", "BS", "THREADS", "WARMUP"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -228,12 +241,19 @@ def main(argv=None):
         for setting in args.settings:
             for bs in args.bs:
                 for loop in order:
-                    results.append(spawn(loop, setting, bs, args.threads, args.warmup, args.data))
+                    if args.in_process:
+                        r = run_one(loop, setting, bs, args.threads, warmup=args.warmup,
+                                    data=args.data)
+                        results.append({**r, "in_process": True})
+                    else:
+                        results.append(spawn(loop, setting, bs, args.threads, args.warmup,
+                                             args.data))
         print(f"rep {rep + 1}/{args.reps} done ({time.perf_counter() - t0:.0f} s; load "
               f"{os.getloadavg()[0]:.2f})", file=sys.stderr)
     r0 = results[0]
     print(f"data: {r0['src']}; torch {r0['torch']}, threads {r0['threads']}, "
-          f"{os.cpu_count()} cores; {args.warmup} untimed warm-up epoch(s) per process; "
+          f"{os.cpu_count()} cores; {args.warmup} untimed warm-up epoch(s) per run; "
+          f"{'all runs in one process' if args.in_process else 'one process per run'}; "
           f"{args.reps} interleaved reps, medians; "
           f"load average at the end {os.getloadavg()[0]:.2f}")
     print(table(results, args.settings, args.bs))
