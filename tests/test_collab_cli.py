@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from minifast.collab.__main__ import main
 
@@ -60,6 +61,30 @@ def test_cli_on_a_movielens_folder_with_titles(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0 and (tmp_path / "models" / "m.pt").is_file()
     assert "top 2 recommendations for user 1:" in out and "title" in out
+
+
+@needs_data
+def test_cli_features_model_uses_the_genres_and_the_penalty_options(tmp_path, capsys):
+    rc = main(["--data", str(ML / "ml-100k"), "--max-rows", "3000", "--cycles", "1",
+               "--model", "features", "--emb-l2", "1", "--emb-l2-bias", "0.1",
+               "--emb-l2-alpha", "0.5", "--wd", "0", "--out", str(tmp_path), "--name", "f",
+               "-n", "2", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0 and (tmp_path / "models" / "f.pt").is_file(), out
+    assert "top 2 recommendations for user" in out and "title" in out
+    sd = torch.load(tmp_path / "models" / "f.pt", weights_only=True)
+    assert sd["item_features"].shape[1] == 19  # ml-100k's genres (incl. "unknown")
+    assert sd["item_feat.weight"].abs().sum() > 0  # the genre map trained
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--data", "synthetic", "--model", "features"], "--model features uses the movies' genres"),
+    (["--data", "synthetic", "--emb-l2-alpha", "0.5"], "pass emb_l2 too"),
+])
+def test_cli_features_and_penalty_errors(tmp_path, capsys, args, msg):
+    rc = main([*args, "--max-rows", "500", "--cycles", "1", "--out", str(tmp_path),
+               "--no-progress"])
+    assert rc == 2 and msg in capsys.readouterr().err
 
 
 def test_cli_unseen_user_gets_baseline_recommendations(tmp_path, capsys):

@@ -3,6 +3,7 @@
     minifast-collab                                   # ml-latest-small (downloaded, cached;
                                                       # offline: synthetic ratings)
     minifast-collab --data ml-100k --model net
+    minifast-collab --data ml-100k --model features --emb-l2 1 --emb-l2-bias 0.1 --emb-l2-alpha 0.5
     minifast-collab --data ratings.csv --user-col user --item-col item --rating-col stars
     minifast-collab --data /path/to/ml-latest-small-2016 --user 42 -n 5
 
@@ -28,7 +29,7 @@ from .dataset import CollabFilterDataset, UnknownIdError
 from .download import ChecksumError
 from .metrics import ndcg_at_k
 from .models import MODELS
-from .movielens import load_ratings, movie_titles, movielens_path
+from .movielens import genre_features, load_movies, load_ratings, movie_titles, movielens_path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wd", type=float, default=2e-4, help="weight decay (L2; default %(default)s)")
     p.add_argument("--emb-l2", type=float, default=None,
                    help="per-rating L2 on the embeddings used (embedding_l2), e.g. 0.1 with --wd 0")
+    p.add_argument("--emb-l2-bias", type=float, default=None,
+                   help="with --emb-l2: its strength on the biases (default: --emb-l2)")
+    p.add_argument("--emb-l2-alpha", type=float, default=0.0,
+                   help="with --emb-l2: divide each row's penalty by its rating count ** alpha "
+                        "(0.5: frequency regularisation; default %(default)s)")
     p.add_argument("--cycles", type=int, default=2, help="SGDR cycles (default: %(default)s)")
     p.add_argument("--cycle-len", type=int, default=1)
     p.add_argument("--cycle-mult", type=int, default=2)
@@ -81,13 +87,30 @@ def load_data(args) -> tuple[CollabFilterDataset, pd.Series | None, str]:
         cf = CollabFilterDataset.from_csv(src.parent, src.name, args.user_col, args.item_col,
                                           args.rating_col, sep=args.sep, nrows=args.max_rows)
         titles = _titles(src.parent)
+        args.movies_folder = src.parent
         return cf, titles, src.stem
     folder = movielens_path(args.data)
     ratings = load_ratings(folder)
     if args.max_rows is not None:
         ratings = ratings.iloc[: args.max_rows]
     cf = CollabFilterDataset.from_data_frame(folder, ratings, "userId", "movieId", "rating")
+    args.movies_folder = folder
     return cf, _titles(folder), folder.name
+
+
+def _model_kwargs(args, cf: CollabFilterDataset) -> dict:
+    """`--model features`: the items' genres from the data's movies file, as side features."""
+    if args.model != "features":
+        return {}
+    folder = getattr(args, "movies_folder", None)
+    try:
+        movies = load_movies(folder) if folder is not None else None
+    except FileNotFoundError:
+        movies = None
+    if movies is None or "genres" not in movies.columns:
+        raise ValueError(f"--model features uses the movies' genres: {args.data} has no "
+                         "movies.csv or u.item with genres beside its ratings")
+    return {"item_features": genre_features(movies, cf.idx2item)}
 
 
 def _synthetic(args) -> CollabFilterDataset:
@@ -143,7 +166,9 @@ def run(args: argparse.Namespace) -> None:
           f"scores {cf.min_score:g}..{cf.max_score:g}")
     val = get_cv_idxs(cf.n, seed=args.seed)
     learn = cf.get_learner(args.factors, val, args.bs, model=args.model, seed=args.seed,
-                           emb_l2=args.emb_l2, metrics=[ndcg_at_k(10)], item_names=titles,
+                           model_kwargs=_model_kwargs(args, cf), emb_l2=args.emb_l2,
+                           emb_l2_bias=args.emb_l2_bias, emb_l2_alpha=args.emb_l2_alpha,
+                           metrics=[ndcg_at_k(10)], item_names=titles,
                            path=Path(args.out))  # Adam (fused where supported): the default
     res = learn.fit(args.lr, args.cycles, wds=args.wd, cycle_len=args.cycle_len,
                     cycle_mult=args.cycle_mult, progress=False if args.no_progress else None)
