@@ -28,7 +28,9 @@ runs share this process instead (no per-loop RSS, but none of the process-to-pro
 of a fresh interpreter's first epochs, which on this 2-core VM is larger than the
 differences measured). Runs are interleaved:
 rep r runs the loops in a rotated order, every setting and batch size in turn. The table
-gives medians over reps: microseconds per step (wall time of train + validation / steps),
+gives medians over reps: microseconds per step (wall time of train + validation / steps) and
+their range over the reps (on a shared 2-core VM the spread is often as large as the
+differences between loops: read the ratios with it),
 ratings/s (training ratings per second), epoch seconds, peak RSS and validation MSE, and each
 loop's time as a ratio to the lean loop's (target for minifast: <= 1.10). Threads: 2
 (torch.set_num_threads(2) in every run).
@@ -187,8 +189,9 @@ def spawn(loop: str, setting: str, bs: int, threads: int, warmup: int, data: str
 
 def table(results: list[dict], settings, sizes) -> str:
     lines = [
-        "| setting | bs | loop | µs/step | ratings/s | epoch s | peak RSS MB | val MSE | × lean |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| setting | bs | loop | µs/step | range | ratings/s | epoch s | peak RSS MB | val MSE "
+        "| × lean |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for setting in settings:
         for bs in sizes:
@@ -198,8 +201,10 @@ def table(results: list[dict], settings, sizes) -> str:
             for lp in LOOPS:
                 rs = rows[lp]
                 sec = statistics.median(r["seconds"] for r in rs)
+                per_step = [r["seconds"] / r["steps"] * 1e6 for r in rs]
                 lines.append(
                     f"| {setting} | {bs} | {lp} | {sec / rs[0]['steps'] * 1e6:,.0f} | "
+                    f"{min(per_step):,.0f}-{max(per_step):,.0f} | "
                     f"{rs[0]['rows'] / sec:,.0f} | {sec:.2f} | "
                     f"{_rss(rs)} | "
                     f"{statistics.median(r['mse'] for r in rs):.4f} | {sec / lean:.3f} |")
