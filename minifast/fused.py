@@ -17,24 +17,16 @@ to float32 rounding. `Learner(..., fused=False)` keeps torch's default implement
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable
 
 import torch
+
+from .optim import optimizer_target
 
 __all__ = ["FUSABLE", "build_optimizer", "fused_supported"]
 
 #: Optimiser classes whose fused kernel `build_optimizer` chooses by default.
 FUSABLE: tuple[type, ...] = (torch.optim.Adam, torch.optim.AdamW)
-
-
-def _target(opt_fn) -> tuple[type | None, dict]:
-    """The optimiser class behind `opt_fn` (a class or a functools.partial of one) and the
-    keywords the partial fixes."""
-    if isinstance(opt_fn, functools.partial):
-        cls, kw = _target(opt_fn.func)
-        return cls, {**kw, **opt_fn.keywords}
-    return (opt_fn if isinstance(opt_fn, type) else None), {}
 
 
 def _params(param_groups) -> list[torch.Tensor]:
@@ -69,7 +61,7 @@ def build_optimizer(opt_fn: Callable, param_groups: list, fused: bool | None = N
     torch's Adam or AdamW that does not choose an implementation itself, the parameters
     support it, and `fused` is not False. `fused=True` requires it: a clear error otherwise.
     `sparse`: the model produces sparse gradients, which no fused kernel takes."""
-    cls, fixed = _target(opt_fn)
+    cls, fixed = optimizer_target(opt_fn)
     chooses = "fused" in fixed or "foreach" in fixed or "differentiable" in fixed
     fusable = cls in FUSABLE and not chooses
     if fused is False or (fused is None and not fusable):

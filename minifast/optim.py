@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
 
-__all__ = ["set_lrs", "get_lrs", "set_moms", "get_moms", "set_wds", "listify_hp", "load_opt_state"]
+__all__ = ["set_lrs", "get_lrs", "set_moms", "get_moms", "set_wds", "listify_hp", "load_opt_state",
+           "optimizer_target"]
 
 
 def listify_hp(value, n: int, name: str) -> list[float]:
@@ -98,3 +100,12 @@ def load_opt_state(opt: torch.optim.Optimizer, sd: dict) -> None:
     groups = [{**saved, **{k: own[k] for k in IMPL_KEYS if k in own}}
               for saved, own in zip(sd["param_groups"], opt.param_groups)]
     opt.load_state_dict({**sd, "param_groups": groups + sd["param_groups"][len(groups):]})
+
+
+def optimizer_target(opt_fn) -> tuple[type | None, dict]:
+    """The optimiser class behind `opt_fn` (a class, or a `functools.partial` of one, nested or
+    not) and the keywords the partials fix; `(None, {})` for any other factory."""
+    if isinstance(opt_fn, functools.partial):
+        cls, kw = optimizer_target(opt_fn.func)
+        return cls, {**kw, **opt_fn.keywords}
+    return (opt_fn if isinstance(opt_fn, type) else None), {}

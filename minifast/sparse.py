@@ -30,6 +30,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .optim import optimizer_target
+
 __all__ = [
     "LazyAdam",
     "sparse_embeddings",
@@ -131,19 +133,11 @@ SPARSE_OPTIMIZERS: tuple[type, ...] = (LazyAdam, torch.optim.SparseAdam, torch.o
                                        torch.optim.Adagrad)
 
 
-def _opt_class(opt_fn) -> type | None:
-    import functools
-
-    while isinstance(opt_fn, functools.partial):
-        opt_fn = opt_fn.func
-    return opt_fn if isinstance(opt_fn, type) else None
-
-
 def check_sparse_optimizer(opt_fn, model: nn.Module) -> None:
     """Refuse, before training, an optimiser that cannot train `model`'s sparse gradients:
     one that takes no sparse gradients at all (Adam, AdamW, RMSprop, ...), or SparseAdam on a
     model that also has dense parameters. Unknown optimiser factories are let through."""
-    cls = _opt_class(opt_fn)
+    cls = optimizer_target(opt_fn)[0]
     if cls is None or not has_sparse_embeddings(model):
         return
     if not issubclass(cls, SPARSE_OPTIMIZERS):
