@@ -293,15 +293,15 @@ class CollabFilterDataset:
         from ..sparse import sparse_embeddings
         from .learner import CollabFilterLearner
 
+        if emb_l2 is None and (emb_l2_bias is not None or emb_l2_alpha):
+            raise ValueError("emb_l2_bias and emb_l2_alpha modify emb_l2: pass emb_l2 too")
+        if emb_l2 is not None and kwargs.get("reg_fn") is not None:
+            raise ValueError("pass emb_l2 or reg_fn, not both")
         m = self.get_model(n_factors, model, y_range, **(model_kwargs or {}))
         if sparse:
             sparse_embeddings(m)
         data = self.get_data(val_idxs, bs, seed=seed)
-        if emb_l2 is None and (emb_l2_bias is not None or emb_l2_alpha):
-            raise ValueError("emb_l2_bias and emb_l2_alpha modify emb_l2: pass emb_l2 too")
         if emb_l2 is not None:
-            if kwargs.get("reg_fn") is not None:
-                raise ValueError("pass emb_l2 or reg_fn, not both")
             counts = None
             if emb_l2_alpha:  # rows' training counts: the data's training rows, not val_idxs
                 cats = data.trn_dl.tensors[0].cpu().numpy()
