@@ -87,24 +87,22 @@ def load_data(args) -> tuple[CollabFilterDataset, pd.Series | None, str]:
         cf = CollabFilterDataset.from_csv(src.parent, src.name, args.user_col, args.item_col,
                                           args.rating_col, sep=args.sep, nrows=args.max_rows)
         titles = _titles(src.parent)
-        args.movies_folder = src.parent
         return cf, titles, src.stem
     folder = movielens_path(args.data)
     ratings = load_ratings(folder)
     if args.max_rows is not None:
         ratings = ratings.iloc[: args.max_rows]
     cf = CollabFilterDataset.from_data_frame(folder, ratings, "userId", "movieId", "rating")
-    args.movies_folder = folder
     return cf, _titles(folder), folder.name
 
 
 def _model_kwargs(args, cf: CollabFilterDataset) -> dict:
-    """`--model features`: the items' genres from the data's movies file, as side features."""
+    """`--model features`: the items' genres from the movies file beside the data's ratings
+    (`cf.path`: the folder, or the CSV file's folder), as side features."""
     if args.model != "features":
         return {}
-    folder = getattr(args, "movies_folder", None)
     try:
-        movies = load_movies(folder) if folder is not None else None
+        movies = None if args.data == "synthetic" else load_movies(cf.path)
     except FileNotFoundError:
         movies = None
     if movies is None or "genres" not in movies.columns:
