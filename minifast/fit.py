@@ -134,7 +134,13 @@ def fit(
             state.error = e
             raise
         finally:
-            cbs("on_train_end")
+            try:
+                cbs("on_train_end")
+            finally:
+                # state -> stepper -> cbs -> callbacks -> state is a reference cycle: cut it so
+                # that refcounting frees a dropped learner's model and optimiser state at once
+                # (a cycle waits for the next full collection, holding their memory)
+                state.stepper.cbs = CallbackHandler()
     return FitResult(state, recorder)
 
 

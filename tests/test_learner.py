@@ -579,3 +579,51 @@ def test_resumed_fit_continues_on_the_same_lr_curve(tmp_path):
     assert resumed.recorder.lrs == full.recorder.lrs
     for k, v in full.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[k], v), k
+
+
+@pytest.mark.parametrize("how", ["plain", "sgdr", "one_cycle", "lr_find", "callbacks", "collab"])
+def test_a_dropped_learner_is_freed_at_once(tmp_path, how):
+    """No reference cycle survives `fit`: dropping the learner and the result frees the model
+    and the optimiser state by refcounting, without waiting for a full garbage collection
+    (which, for a large model, would hold gigabytes for an unpredictable time)."""
+    import gc
+    import weakref
+
+    from minifast.checkpoint import Checkpoint
+    from minifast.collab import CollabFilterDataset
+
+    from conftest import TinyDot, make_ratings
+
+    cats, y = make_ratings()
+    if how == "collab":
+        import pandas as pd
+
+        df = pd.DataFrame({"u": cats[:, 0], "i": cats[:, 1], "r": y})
+        learn = CollabFilterDataset.from_data_frame(tmp_path, df, "u", "i", "r").get_learner(
+            4, mf.get_cv_idxs(len(y)), 32)
+    else:
+        md = mf.ColumnarModelData.from_arrays(tmp_path, mf.get_cv_idxs(len(y)), cats, y, bs=32)
+        learn = mf.Learner(md, TinyDot())
+    refs = [weakref.ref(learn.model), weakref.ref(learn.opt), weakref.ref(learn)]
+    gc.collect()
+    gc.disable()
+    try:
+        kw = {"progress": False, "verbose": False}
+        if how == "sgdr":
+            res = learn.fit(1e-2, 2, cycle_len=1, cycle_mult=2, wds=1e-4, **kw)
+        elif how == "one_cycle":
+            res = learn.fit(1e-2, 1, cycle_len=2, use_clr_beta=(10, 10, 0.95, 0.85), **kw)
+        elif how == "lr_find":
+            res = learn.lr_find(**kw)
+        elif how == "callbacks":
+            res = learn.fit(1e-2, 2, callbacks=[
+                Checkpoint(tmp_path / "ck"), mf.EarlyStopping(patience=1),
+                mf.SaveBestModel(tmp_path / "best.pt"), mf.CSVLogger(tmp_path / "log.csv")], **kw)
+        else:
+            res = learn.fit(1e-2, 1, **kw)
+        assert refs[0]() is not None
+        del learn, res
+        alive = [r() is not None for r in refs]
+    finally:
+        gc.enable()
+    assert alive == [False, False, False]
