@@ -16,11 +16,15 @@ weights (seeded), optimiser and batch size for the three loops:
 
 Settings (`--settings`):
 
-- default: torch.optim.Adam as torch builds it on CPU (for-loop kernels), no flush-to-zero;
-  minifast with `opt_fn=optim.Adam, fused=False` and `fit(..., flush_denormal=False)`
-- fused:   Adam(fused=True) and denormals flushed on every intra-op thread
-  (minifast.flush_denormal) -- minifast's *defaults*, nothing passed
-- sparse:  sparse embedding gradients with minifast.LazyAdam -- get_learner(sparse=True)
+- default: torch.optim.Adam as torch builds it on CPU (for-loop kernels), no flush-to-zero,
+  malloc as glibc sets it; minifast with `opt_fn=optim.Adam, fused=False` and
+  `fit(..., flush_denormal=False, keep_freed_memory=False)`
+- fused:   Adam(fused=True), denormals flushed on every intra-op thread
+  (minifast.flush_denormal) and freed buffers kept in the heap (minifast.keep_freed_memory)
+  -- minifast's *defaults*, nothing passed; the lean and DataLoader loops get the same two
+  context managers, so the ratio is the loop's own cost
+- sparse:  sparse embedding gradients with minifast.LazyAdam -- get_learner(sparse=True); CPU
+  settings as in `fused`
 
 Every run is a fresh subprocess (so its peak RSS, VmHWM, is its own) that first trains one
 untimed warm-up epoch of the same loop on a fresh model (`--warmup`); with `--in-process` all
@@ -130,13 +134,14 @@ def run_one(loop: str, setting: str, bs: int, threads: int, lr: float = 1e-2,
     import torch
     import torch.nn.functional as F
 
-    from minifast import flush_denormal
+    from minifast import flush_denormal, keep_freed_memory
 
     cf, val_idxs, src = setup(bs, threads, data)
     md = cf.get_data(val_idxs, bs, seed=0)
     trn_cats, _, trn_y = md.trn_dl.tensors
     val_cats, _, val_y = md.val_dl.tensors
     rss_before = vm_kb("VmRSS")
+    fast = setting != "default"  # minifast's CPU defaults: flush-to-zero, malloc keeps memory
 
     def once():
         if loop == "minifast":
@@ -145,7 +150,7 @@ def run_one(loop: str, setting: str, bs: int, threads: int, lr: float = 1e-2,
             learn = cf.get_learner(50, val_idxs, bs, seed=0, sparse=setting == "sparse", **kw)
             t0 = time.perf_counter()
             res = learn.fit(lr, 1, wds=wd, progress=False, verbose=False,
-                            flush_denormal=setting != "default")
+                            flush_denormal=fast, keep_freed_memory=fast)
             return time.perf_counter() - t0, res.state.iteration, res[0]
         model, opt = model_and_opt(cf, setting, lr, wd)
         if loop == "lean":
@@ -155,7 +160,7 @@ def run_one(loop: str, setting: str, bs: int, threads: int, lr: float = 1e-2,
             g = torch.Generator().manual_seed(0)
             ds = torch.utils.data.TensorDataset(trn_cats, trn_y)
             batches = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, generator=g)
-        with flush_denormal(setting != "default"):
+        with flush_denormal(fast), keep_freed_memory(fast):
             t0 = time.perf_counter()
             steps = 0
             for xb, yb in batches:

@@ -69,7 +69,7 @@ def run_one(loop: str, name: str, threads: int, data: str) -> dict:
     sys.path.insert(0, str(HERE))
     from collab_speed import setup, validate
 
-    from minifast import Callback, flush_denormal
+    from minifast import Callback, flush_denormal, keep_freed_memory
 
     target, budget, lkw, fargs, fkw = RECIPES[name]
     lkw = dict(lkw)
@@ -93,7 +93,7 @@ def run_one(loop: str, name: str, threads: int, data: str) -> dict:
         vcats, _, vy = md.val_dl.tensors
         lr_at, n_epochs = schedule(fargs, fkw, len(md.trn_dl))
         t = 0
-        with flush_denormal():
+        with flush_denormal(), keep_freed_memory():  # fit's CPU defaults
             t0 = time.perf_counter()
             for ep in range(n_epochs):
                 for idx in md.trn_dl.order(ep).split(bs):

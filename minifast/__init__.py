@@ -34,6 +34,7 @@ from .distributed import (
 from .fit import FitResult, fit, predict, validate
 from .fused import build_optimizer, fused_supported
 from .learner import Learner, default_crit
+from .malloc import keep_freed_memory, release_freed_memory, set_malloc_thresholds
 from .optim import get_lrs, get_moms, load_opt_state, set_lrs, set_moms, set_wds
 from .plots import plot_loss, plot_lr, plot_lr_find
 from .saving import CheckpointError, atomic_save, safe_load
@@ -67,5 +68,6 @@ __all__ = [
     "lr_suggestion", "sum_geom",
     "distributed_session", "init_distributed", "destroy_distributed", "is_main_process", "unwrap",
     "FlushState", "denormals_flushed", "flush_denormal", "set_flush_denormal",
+    "keep_freed_memory", "release_freed_memory", "set_malloc_thresholds",
     "build_optimizer", "fused_supported", "LazyAdam", "has_sparse_embeddings", "sparse_embeddings",
 ]

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from . import denormal
+from . import denormal, malloc
 from .callbacks import Callback, CallbackHandler, Printer, ProgressBar, Recorder, StopTraining
 from .checkpoint import Checkpoint, restore_checkpoint
 from .distributed import DistributedFit, all_reduce_sums, is_main_process, is_sharded
@@ -56,6 +56,7 @@ def fit(
     resume=None,
     distributed: bool | None = None,
     flush_denormal: bool | None = None,
+    keep_freed_memory: bool | None = None,
     **kwargs,
 ) -> FitResult:
     """Train `model` on `data.trn_dl` for `n_epochs`, validating on `data.val_dl` each epoch.
@@ -70,6 +71,9 @@ def fit(
     False never does. `flush_denormal` (default: when the model is on the CPU) flushes
     denormal floats to zero on every intra-op thread during the run and restores each
     thread's mode after (see minifast.denormal; False leaves the CPU as it is).
+    `keep_freed_memory` (default: when the model is on the CPU) keeps glibc's malloc from
+    returning each step's buffers to the kernel, which otherwise can cost thousands of page
+    faults a step, and gives the free memory back when the run ends (see minifast.malloc).
     Returns a `FitResult`: the final `[val_loss, *metrics]` with the history.
     """
     if not isinstance(n_epochs, (int, np.integer)) or n_epochs < 0:
@@ -84,11 +88,13 @@ def fit(
     state.stepper.cbs = cbs
     state.n_batches = len(data.trn_dl)
     _place_model(model, data)
-    flush = _on_cpu(model) if flush_denormal is None else flush_denormal
-    # DDP (sharded loaders, wrapped model), deferred Ctrl-C and denormal flushing last for the
-    # call and are undone on the way out, whatever happens
+    cpu = _on_cpu(model)
+    flush = cpu if flush_denormal is None else flush_denormal
+    keep = cpu if keep_freed_memory is None else keep_freed_memory
+    # DDP (sharded loaders, wrapped model), deferred Ctrl-C, denormal flushing and the memory
+    # malloc keeps last for the call and are undone on the way out, whatever happens
     with ddp.session(state), _sigint_at_batch_boundary() as interrupted, \
-            denormal.flush_denormal(flush):
+            denormal.flush_denormal(flush), malloc.keep_freed_memory(keep):
         if resume is not None:
             restore_checkpoint(resume, state, cbs)
         try:

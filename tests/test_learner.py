@@ -589,10 +589,10 @@ def test_a_dropped_learner_is_freed_at_once(tmp_path, how):
     import gc
     import weakref
 
+    from conftest import TinyDot, make_ratings
+
     from minifast.checkpoint import Checkpoint
     from minifast.collab import CollabFilterDataset
-
-    from conftest import TinyDot, make_ratings
 
     cats, y = make_ratings()
     if how == "collab":

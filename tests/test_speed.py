@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import minifast as mf
-from minifast import denormal
+from minifast import denormal, malloc
 from minifast.collab import CollabFilterDataset
 from minifast.collab.synthetic import synthetic_ratings
 from minifast.fused import build_optimizer
@@ -327,3 +327,95 @@ def test_sparse_embeddings_round_trip():
     assert not mf.has_sparse_embeddings(sparse_embeddings(m, False))
     with pytest.raises(ValueError, match="max_norm"):
         sparse_embeddings(nn.Embedding(3, 2, max_norm=1.0))
+
+
+# --- malloc: freed step buffers stay in the heap (minifast.malloc) ---
+
+needs_glibc = pytest.mark.skipif(malloc._glibc() is None, reason="C library is not glibc")
+
+_CHURN = """
+import resource, sys, torch
+from minifast import malloc
+if sys.argv[1] == "glibc-start":  # glibc's initial thresholds, fixed so the run is predictable
+    assert malloc.set_malloc_thresholds(128 << 10, 128 << 10)
+else:
+    assert malloc.set_malloc_thresholds()
+faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+counts = []
+for _ in range(20):  # 2 MB, the size of ml-latest-small's item-table gradient
+    f0 = faults()
+    x = torch.ones(1 << 19)
+    del x
+    counts.append(faults() - f0)
+print(sorted(counts)[10])  # the median: the first allocations may grow the heap
+"""
+
+
+@needs_glibc
+def test_kept_memory_turns_a_steps_page_faults_into_reuse():
+    import subprocess
+    import sys
+
+    def per_alloc(mode):  # a process of its own: the thresholds are process-wide
+        out = subprocess.run([sys.executable, "-c", _CHURN, mode], capture_output=True,
+                             text=True, check=True)
+        return float(out.stdout.split()[-1])
+
+    assert per_alloc("glibc-start") >= 500  # a fresh mmap: 512 pages faulted in, every time
+    assert per_alloc("minifast") <= 2  # the freed block is reused from the heap
+
+
+@pytest.mark.parametrize("flag", [None, False, True])
+def test_fit_keeps_freed_memory_on_cpu_by_default_and_gives_it_back(monkeypatch, flag):
+    calls = []
+    monkeypatch.setattr(malloc, "set_malloc_thresholds", lambda: calls.append("set") or True)
+    monkeypatch.setattr(malloc, "release_freed_memory", lambda: calls.append("release") or True)
+
+    class Seen(mf.Callback):
+        def on_batch_end(self, loss):
+            calls.append("batch")
+
+    model = Dot()
+    mf.fit(model, tiny_problem(), 1, torch.optim.SGD(model.parameters(), 0.1), F.mse_loss,
+           callbacks=[Seen()], verbose=False, progress=False, keep_freed_memory=flag)
+    on = flag or (flag is None and next(model.parameters()).device.type == "cpu")
+    batches = [c for c in calls if c == "batch"]
+    assert calls == (["set", *batches, "release"] if on else batches)
+
+
+def test_kept_memory_is_given_back_after_an_exception(monkeypatch):
+    calls = []
+    monkeypatch.setattr(malloc, "set_malloc_thresholds", lambda: calls.append("set") or True)
+    monkeypatch.setattr(malloc, "release_freed_memory", lambda: calls.append("release") or True)
+
+    class Boom(mf.Callback):
+        def on_batch_end(self, loss):
+            raise RuntimeError("boom")
+
+    model = Dot()
+    with pytest.raises(RuntimeError, match="boom"):
+        mf.fit(model, tiny_problem(), 1, torch.optim.SGD(model.parameters(), 0.1), F.mse_loss,
+               callbacks=[Boom()], verbose=False, progress=False, keep_freed_memory=True)
+    assert calls == ["set", "release"]
+
+
+@needs_glibc
+def test_malloc_thresholds_checks_and_refusals():
+    with pytest.raises(ValueError, match="mmap_threshold must be a non-negative"):
+        mf.set_malloc_thresholds(-1)
+    with pytest.raises(ValueError, match="trim_threshold"):
+        mf.set_malloc_thresholds(trim_threshold=1.5)
+    assert mf.set_malloc_thresholds() is True
+    assert mf.set_malloc_thresholds() is True  # idempotent
+    with mf.keep_freed_memory() as kept:
+        assert kept is True
+    with mf.keep_freed_memory(False) as kept:
+        assert kept is False
+
+
+def test_malloc_elsewhere_than_glibc_changes_nothing(monkeypatch):
+    monkeypatch.setattr(malloc, "_glibc", lambda: None)
+    assert mf.set_malloc_thresholds() is False
+    assert mf.release_freed_memory() is False
+    with mf.keep_freed_memory() as kept:
+        assert kept is False
