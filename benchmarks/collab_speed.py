@@ -30,7 +30,8 @@ Every run is a fresh subprocess (so its peak RSS, VmHWM, is its own) that first 
 untimed warm-up epoch of the same loop on a fresh model (`--warmup`); with `--in-process` all
 runs share this process instead (no per-loop RSS, but none of the process-to-process spread
 of a fresh interpreter's first epochs, which on this 2-core VM is larger than the
-differences measured). Runs are interleaved:
+differences measured; and malloc's thresholds, once a fused or sparse run has set them, stay
+set for the default runs too). Runs are interleaved:
 rep r runs the loops in a rotated order, every setting and batch size in turn. The table
 gives medians over reps: microseconds per step (wall time of train + validation / steps) and
 their range over the reps (on a shared 2-core VM the spread is often as large as the
@@ -127,10 +128,14 @@ def validate(model, cats, y, bs: int) -> float:
 
 
 def run_one(loop: str, setting: str, bs: int, threads: int, lr: float = 1e-2,
-            wd: float = 1e-4, warmup: int = 1, data: str = DATA) -> dict:
+            wd: float = 1e-4, warmup: int = 1, data: str = DATA, keep: bool | None = None) -> dict:
     """One epoch of one loop in this process, after `warmup` untimed epochs of the same loop
     (on a fresh model each: the first run in a process pays one-off costs -- allocator,
-    first kernels -- that would otherwise dominate an epoch of 20 steps at bs=4096)."""
+    first kernels -- that would otherwise dominate an epoch of 20 steps at bs=4096).
+    `keep` overrides whether malloc keeps freed memory (default: as `fit` would, except in
+    the `default` setting); it also counts the minor page faults of the timed epoch."""
+    import resource
+
     import torch
     import torch.nn.functional as F
 
@@ -142,16 +147,20 @@ def run_one(loop: str, setting: str, bs: int, threads: int, lr: float = 1e-2,
     val_cats, _, val_y = md.val_dl.tensors
     rss_before = vm_kb("VmRSS")
     fast = setting != "default"  # minifast's CPU defaults: flush-to-zero, malloc keeps memory
+    keep = fast if keep is None else keep
+
+    def faults():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
     def once():
         if loop == "minifast":
             torch.manual_seed(0)
             kw = {"opt_fn": torch.optim.Adam, "fused": False} if setting == "default" else {}
             learn = cf.get_learner(50, val_idxs, bs, seed=0, sparse=setting == "sparse", **kw)
-            t0 = time.perf_counter()
+            f0, t0 = faults(), time.perf_counter()
             res = learn.fit(lr, 1, wds=wd, progress=False, verbose=False,
-                            flush_denormal=fast, keep_freed_memory=fast)
-            return time.perf_counter() - t0, res.state.iteration, res[0]
+                            flush_denormal=fast, keep_freed_memory=keep)
+            return time.perf_counter() - t0, faults() - f0, res.state.iteration, res[0]
         model, opt = model_and_opt(cf, setting, lr, wd)
         if loop == "lean":
             perm = md.trn_dl.order(0)  # the permutation minifast's loader uses for epoch 0
@@ -160,8 +169,9 @@ def run_one(loop: str, setting: str, bs: int, threads: int, lr: float = 1e-2,
             g = torch.Generator().manual_seed(0)
             ds = torch.utils.data.TensorDataset(trn_cats, trn_y)
             batches = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, generator=g)
-        with flush_denormal(fast), keep_freed_memory(fast):
-            t0 = time.perf_counter()
+        keep_freed_memory(keep)  # what fit does first
+        with flush_denormal(fast):
+            f0, t0 = faults(), time.perf_counter()
             steps = 0
             for xb, yb in batches:
                 loss = F.mse_loss(model(xb), yb)
@@ -171,20 +181,23 @@ def run_one(loop: str, setting: str, bs: int, threads: int, lr: float = 1e-2,
                 loss.item()  # what every loop does to log its loss: one host sync per step
                 steps += 1
             mse = validate(model, val_cats, val_y, bs)
-            return time.perf_counter() - t0, steps, mse
+            return time.perf_counter() - t0, faults() - f0, steps, mse
 
     for _ in range(warmup):
         once()
-    dt, steps, mse = once()
+    dt, minflt, steps, mse = once()
     return {"loop": loop, "setting": setting, "bs": bs, "seconds": dt, "steps": steps,
+            "minflt": minflt, "malloc": "kept" if keep else "glibc",
             "rows": len(trn_y), "mse": mse, "peak_rss_mb": vm_kb("VmHWM") / 1024,
             "rss_before_mb": rss_before / 1024, "src": src, "threads": torch.get_num_threads(),
             "torch": torch.__version__, "warmup": warmup}
 
 
-def spawn(loop: str, setting: str, bs: int, threads: int, warmup: int, data: str) -> dict:
+def spawn(loop: str, setting: str, bs: int, threads: int, warmup: int, data: str,
+          keep: bool | None = None) -> dict:
+    """`run_one` in a fresh process; returns its result."""
     cmd = [sys.executable, __file__, "--worker", loop, setting, str(bs), str(threads), str(warmup),
-           "--data", data]
+           "--data", data, "--keep", {None: "auto", True: "1", False: "0"}[keep]]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if out.returncode:
@@ -194,9 +207,9 @@ def spawn(loop: str, setting: str, bs: int, threads: int, warmup: int, data: str
 
 def table(results: list[dict], settings, sizes) -> str:
     lines = [
-        "| setting | bs | loop | µs/step | range | ratings/s | epoch s | peak RSS MB | val MSE "
-        "| × lean |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| setting | bs | loop | µs/step | range | page faults/step | ratings/s | epoch s "
+        "| peak RSS MB | val MSE | × lean |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for setting in settings:
         for bs in sizes:
@@ -210,6 +223,7 @@ def table(results: list[dict], settings, sizes) -> str:
                 lines.append(
                     f"| {setting} | {bs} | {lp} | {sec / rs[0]['steps'] * 1e6:,.0f} | "
                     f"{min(per_step):,.0f}-{max(per_step):,.0f} | "
+                    f"{statistics.median(r['minflt'] / r['steps'] for r in rs):,.1f} | "
                     f"{rs[0]['rows'] / sec:,.0f} | {sec:.2f} | "
                     f"{_rss(rs)} | "
                     f"{statistics.median(r['mse'] for r in rs):.4f} | {sec / lean:.3f} |")
@@ -238,11 +252,13 @@ def main(argv=None):
                          "process per run: steadier ratios, no per-loop peak RSS")
     ap.add_argument("--worker", nargs=5, metavar=("LOOP", "SETTING", "BS", "THREADS", "WARMUP"),
                     help=argparse.SUPPRESS)
+    ap.add_argument("--keep", choices=("auto", "0", "1"), default="auto", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         loop, setting, bs, threads, warmup = args.worker
+        keep = {"auto": None, "1": True, "0": False}[args.keep]
         print(json.dumps(run_one(loop, setting, int(bs), int(threads), warmup=int(warmup),
-                                data=args.data)))
+                                 data=args.data, keep=keep)))
         return
     results = []
     t0 = time.perf_counter()

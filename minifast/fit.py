@@ -71,9 +71,10 @@ def fit(
     False never does. `flush_denormal` (default: when the model is on the CPU) flushes
     denormal floats to zero on every intra-op thread during the run and restores each
     thread's mode after (see minifast.denormal; False leaves the CPU as it is).
-    `keep_freed_memory` (default: when the model is on the CPU) keeps glibc's malloc from
-    returning each step's buffers to the kernel, which otherwise can cost thousands of page
-    faults a step, and gives the free memory back when the run ends (see minifast.malloc).
+    `keep_freed_memory` (default: when the model is on the CPU) sets glibc's malloc, for the
+    rest of the process, to keep each step's freed buffers for the next step instead of
+    returning them to the kernel, which can cost thousands of page faults a step (see
+    minifast.malloc; False leaves malloc as it is).
     Returns a `FitResult`: the final `[val_loss, *metrics]` with the history.
     """
     if not isinstance(n_epochs, (int, np.integer)) or n_epochs < 0:
@@ -90,11 +91,11 @@ def fit(
     _place_model(model, data)
     cpu = _on_cpu(model)
     flush = cpu if flush_denormal is None else flush_denormal
-    keep = cpu if keep_freed_memory is None else keep_freed_memory
-    # DDP (sharded loaders, wrapped model), deferred Ctrl-C, denormal flushing and the memory
-    # malloc keeps last for the call and are undone on the way out, whatever happens
+    malloc.keep_freed_memory(cpu if keep_freed_memory is None else keep_freed_memory)
+    # DDP (sharded loaders, wrapped model), deferred Ctrl-C and denormal flushing last for the
+    # call and are undone on the way out, whatever happens
     with ddp.session(state), _sigint_at_batch_boundary() as interrupted, \
-            denormal.flush_denormal(flush), malloc.keep_freed_memory(keep):
+            denormal.flush_denormal(flush):
         if resume is not None:
             restore_checkpoint(resume, state, cbs)
         try:

@@ -13,28 +13,28 @@ measured on ml-latest-small (bs 64, 2 threads), 1,200-1,400 page faults and ~2,7
 step with torch's default Adam instead of ~2 and ~750 µs; with fused Adam, one run in three
 had 16-90 faults and +25-35 % per step (benchmarks/README.md, "Page faults").
 
-What. `set_malloc_thresholds()` fixes both thresholds at the top of glibc's own adaptive
-range (32 MB and 64 MB: where glibc itself settles once the process has freed one 32 MB
-block): blocks under 32 MB come from the heap, and up to 64 MB of freed memory stays there
-for the next step. `release_freed_memory()` (`malloc_trim(0)`) gives the free memory back to
-the system. `keep_freed_memory()` does the first on entry and the second on exit; `fit` uses
-it by default when the model is on the CPU (`fit(..., keep_freed_memory=False)` leaves malloc
-alone).
+What. `keep_freed_memory()` (`set_malloc_thresholds()`) fixes both thresholds at the top of
+glibc's own adaptive range, 32 MB and 64 MB, where glibc itself settles once the process
+has freed one 32 MB block: blocks under 32 MB come from the heap, and up to 64 MB of freed
+memory stays there for the next step. `fit` calls it by default when the model is on the CPU
+(`fit(..., keep_freed_memory=False)` leaves malloc alone). `release_freed_memory()`
+(`malloc_trim(0)`) gives the heap's free memory back to the system, for when a process is
+done training and wants its footprint small; `fit` does not call it (it costs milliseconds,
+and the next run would fault the memory back in).
 
 The catch. glibc can neither report its thresholds nor return to adapting them once they
-are set, so the thresholds stay set for the rest of the process (the values glibc adapts to
-by itself once the process frees one 32 MB block); what `fit` gives back on the way out is
-the memory kept. Where the C
+are set, so they stay set for the rest of the process. What that costs is bounded: at most
+64 MB of free memory at the top of the heap is kept instead of being trimmed, and blocks of
+128 kB to 32 MB that glibc's adaptation had not yet moved into the heap live there. Where the C
 library is not glibc (macOS, Windows, musl) nothing is changed and the functions return False.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
+import functools
 import platform
 import threading
-from collections.abc import Iterator
 
 __all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "keep_freed_memory", "release_freed_memory",
            "set_malloc_thresholds"]
@@ -48,6 +48,7 @@ _lock = threading.Lock()
 _set: tuple[int, int] | None = None  # the thresholds this process set last
 
 
+@functools.cache
 def _glibc():
     """The process's glibc as a ctypes library, or None where the C library is another."""
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
@@ -68,8 +69,8 @@ def set_malloc_thresholds(mmap_threshold: int = MMAP_THRESHOLD,
     """
     global _set
     for name, v in (("mmap_threshold", mmap_threshold), ("trim_threshold", trim_threshold)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise ValueError(f"{name} must be a non-negative number of bytes, got {v!r}")
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**31:
+            raise ValueError(f"{name} must be a number of bytes in [0, 2**31), got {v!r}")
     libc = _glibc()
     if libc is None:
         return False
@@ -89,18 +90,9 @@ def release_freed_memory() -> bool:
     return bool(libc.malloc_trim(ctypes.c_size_t(0))) if libc is not None else False
 
 
-@contextlib.contextmanager
-def keep_freed_memory(enabled: bool = True) -> Iterator[bool]:
-    """Within the block, freed buffers under 32 MB stay in the heap for reuse (see the module
-    docstring); on exit the free memory goes back to the system. `enabled=False` does
-    nothing, so callers can write `with keep_freed_memory(cond):`. Yields whether glibc's
+def keep_freed_memory(enabled: bool = True) -> bool:
+    """From now on, keep freed buffers under 32 MB in the heap for reuse, and up to 64 MB of
+    free memory before glibc trims the heap (see the module docstring). `enabled=False` does
+    nothing, so callers can write `keep_freed_memory(cond)`. Returns whether glibc's
     thresholds are set."""
-    if not enabled:
-        yield False
-        return
-    applied = set_malloc_thresholds()
-    try:
-        yield applied
-    finally:
-        if applied:
-            release_freed_memory()
+    return set_malloc_thresholds() if enabled else False
