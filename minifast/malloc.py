@@ -9,9 +9,10 @@ raised to the size of each such block freed, up to 32 MB), and free memory at th
 heap beyond `M_TRIM_THRESHOLD` (twice the former) is given back to the kernel. Which of
 those a step's buffers hit depends on the allocation history, so in some processes they go
 back to the kernel every step and return as freshly zeroed pages, one page fault per 4 kB:
-measured on ml-latest-small (bs 64, 2 threads), 1,200-1,400 page faults and ~2,700 µs per
-step with torch's default Adam instead of ~2 and ~750 µs; with fused Adam, one run in three
-had 16-90 faults and +25-35 % per step (benchmarks/README.md, "Page faults").
+measured on ml-latest-small (bs 64, 2 threads, `benchmarks/page_faults.py`), 1,200-1,400
+page faults and ~2,700 µs a step with torch's default Adam instead of under 1 and ~750 µs;
+with fused Adam, some runs had 12-90 page faults and up to +25-35 % a step (the
+documentation's Performance page, "Page faults").
 
 What. `keep_freed_memory()` (`set_malloc_thresholds()`) fixes both thresholds at the top of
 glibc's own adaptive range, 32 MB and 64 MB, where glibc itself settles once the process
