@@ -22,7 +22,7 @@ Settings (`--settings`):
 - fused:   Adam(fused=True), denormals flushed on every intra-op thread
   (minifast.flush_denormal) and freed buffers kept in the heap (minifast.keep_freed_memory)
   -- minifast's *defaults*, nothing passed; the lean and DataLoader loops get the same two
-  context managers, so the ratio is the loop's own cost
+  settings, so the ratio is the loop's own cost
 - sparse:  sparse embedding gradients with minifast.LazyAdam -- get_learner(sparse=True); CPU
   settings as in `fused`
 

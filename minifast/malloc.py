@@ -11,7 +11,7 @@ those a step's buffers hit depends on the allocation history, so in some process
 back to the kernel every step and return as freshly zeroed pages, one page fault per 4 kB:
 measured on ml-latest-small (bs 64, 2 threads, `benchmarks/page_faults.py`), 1,200-1,400
 page faults and ~2,700 µs a step with torch's default Adam instead of under 1 and ~750 µs;
-with fused Adam, some runs had 12-90 page faults and up to +25-35 % a step (the
+with fused Adam, some runs had 12-90 page faults and +15-45 % a step (the
 documentation's Performance page, "Page faults").
 
 What. `keep_freed_memory()` (`set_malloc_thresholds()`) fixes both thresholds at the top of
