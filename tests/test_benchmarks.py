@@ -1,0 +1,45 @@
+"""Smoke tests of the benchmark scripts (tiny runs, no timings asserted): they must keep
+running against the library as it changes. A data-set name that does not exist makes them
+use a synthetic problem of ml-latest-small's shape."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    threads = torch.get_num_threads()  # the scripts set their own
+    monkeypatch.syspath_prepend(str(BENCH))
+    yield
+    torch.set_num_threads(threads)
+    for name in ("collab_speed", "page_faults", "problem"):
+        sys.modules.pop(name, None)
+
+
+def test_collab_speed_prints_the_table_with_page_faults(bench, capsys):
+    import collab_speed
+
+    collab_speed.main(["--reps", "1", "--bs", "8192", "--settings", "fused", "--in-process",
+                       "--warmup", "0", "--data", "no-such-data"])
+    out = capsys.readouterr().out
+    assert "synthetic_ratings" in out and "page faults/step" in out
+    rows = [line for line in out.splitlines() if line.startswith("| fused | 8192 |")]
+    assert [r.split("|")[3].strip() for r in rows] == ["minifast", "lean", "dataloader"]
+    lean = next(r for r in rows if "| lean |" in r)
+    assert lean.rstrip(" |").endswith("1.000")
+
+
+def test_page_faults_runs_each_combination_in_its_own_process(bench, capsys):
+    import page_faults
+
+    page_faults.main(["--reps", "1", "--bs", "8192", "--loops", "minifast", "--data",
+                      "no-such-data"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| minifast |")]
+    assert [tuple(c.strip() for c in r.split("|")[2:4]) for r in rows] == [
+        ("default", "glibc"), ("default", "kept"), ("fused", "glibc"), ("fused", "kept")]
