@@ -342,9 +342,9 @@ else:
     assert malloc.set_malloc_thresholds()
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 counts = []
-for _ in range(20):  # 2 MB, the size of ml-latest-small's item-table gradient
-    f0 = faults()
-    x = torch.ones(1 << 19)
+for _ in range(20):  # ml-latest-small's item-table gradient: 9,724 x 50 floats, 1.9 MB
+    f0 = faults()  # (under 2 MB: no transparent huge page fits in it)
+    x = torch.ones(9724 * 50)
     del x
     counts.append(faults() - f0)
 print(sorted(counts)[10])  # the median: the first allocations may grow the heap
@@ -361,7 +361,7 @@ def test_kept_memory_turns_a_steps_page_faults_into_reuse():
                              text=True, check=True)
         return float(out.stdout.split()[-1])
 
-    assert per_alloc("glibc-start") >= 500  # a fresh mmap: 512 pages faulted in, every time
+    assert per_alloc("glibc-start") >= 400  # a fresh mmap: 475 pages faulted in, every time
     assert per_alloc("minifast") <= 2  # the freed block is reused from the heap
 
 
