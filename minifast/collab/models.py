@@ -243,12 +243,10 @@ def embedding_l2(model: nn.Module, lam: float, bias_lam: float | None = None,
 
     def reg_fn(out, xs, loss):
         users, items = xs[0][:, 0], xs[0][:, 1]
-        pu, pi = model.u(users).pow(2).sum(1), model.i(items).pow(2).sum(1)
+        pu, pi = lam * model.u(users).pow(2).sum(1), lam * model.i(items).pow(2).sum(1)
         if has_bias and bias_lam:
-            pu = lam * pu + bias_lam * model.ub(users)[:, 0] ** 2
-            pi = lam * pi + bias_lam * model.ib(items)[:, 0] ** 2
-        else:
-            pu, pi = lam * pu, lam * pi
+            pu = pu + bias_lam * model.ub(users)[:, 0] ** 2
+            pi = pi + bias_lam * model.ib(items)[:, 0] ** 2
         if wu is not None:
             pu, pi = pu * wu[users], pi * wi[items]
         pen = pu + pi
