@@ -35,7 +35,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import platform
-import threading
 
 __all__ = ["MMAP_THRESHOLD", "TRIM_THRESHOLD", "keep_freed_memory", "release_freed_memory",
            "set_malloc_thresholds"]
@@ -45,8 +44,6 @@ MMAP_THRESHOLD = 32 << 20
 #: twice the mmap threshold: the trim threshold glibc itself pairs with it
 TRIM_THRESHOLD = 2 * MMAP_THRESHOLD
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
-_lock = threading.Lock()
-_set: tuple[int, int] | None = None  # the thresholds this process set last
 
 
 @functools.cache
@@ -65,23 +62,17 @@ def set_malloc_thresholds(mmap_threshold: int = MMAP_THRESHOLD,
                           trim_threshold: int = TRIM_THRESHOLD) -> bool:
     """Fix glibc's `M_MMAP_THRESHOLD` and `M_TRIM_THRESHOLD` (bytes) for this process.
 
-    True when glibc took both (also when this function had already set these values);
-    False where the C library is not glibc or glibc refused a value.
+    True when glibc took both (setting the same values again is harmless: `fit` does it at
+    every call); False where the C library is not glibc or glibc refused a value.
     """
-    global _set
     for name, v in (("mmap_threshold", mmap_threshold), ("trim_threshold", trim_threshold)):
         if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**31:
             raise ValueError(f"{name} must be a number of bytes in [0, 2**31), got {v!r}")
     libc = _glibc()
     if libc is None:
         return False
-    with _lock:
-        if _set == (mmap_threshold, trim_threshold):
-            return True
-        ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(mmap_threshold))) and bool(
-            libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(trim_threshold)))
-        _set = (mmap_threshold, trim_threshold) if ok else None
-        return ok
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, ctypes.c_int(mmap_threshold))) and bool(
+        libc.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(trim_threshold)))
 
 
 def release_freed_memory() -> bool:
