@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from problem import DotBias, load_ratings  # noqa: E402
 
 from minifast import ColumnarModelData, fit, get_cv_idxs  # noqa: E402
-from minifast.distributed import is_main_process  # noqa: E402
+from minifast.runtime.ranks import is_main_process  # noqa: E402
 
 
 def worker(args) -> None:

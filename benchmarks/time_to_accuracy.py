@@ -48,7 +48,7 @@ RECIPES = {
 def schedule(fit_args, fit_kw, n_batches: int):
     """The recipe's LR at each iteration, from minifast's pure schedule functions (what the
     lean loop uses), and the number of epochs."""
-    from minifast.schedules import one_cycle_mult, sgdr_mult, sum_geom
+    from minifast.curves import one_cycle_mult, sgdr_mult, sum_geom
 
     lr, n_cycle = fit_args
     cl, cm = fit_kw.get("cycle_len"), fit_kw.get("cycle_mult", 1)

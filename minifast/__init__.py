@@ -1,18 +1,39 @@
-"""minifast: a small, fast, fastai-style training loop for PyTorch, with callbacks."""
+"""minifast: a small, fast, fastai-style training loop for PyTorch, with callbacks.
+
+The package is built in floors, each importing only the floors below it (the docs' API page
+lists them): leaves (`checks`, `curves`, `saving`, `runtime`), the core (`core`, `optim`,
+`data`, `plots`), `callbacks`, the DDP session (`distributed`), `fit`, the `Learner`, and the
+collaborative-filtering application (`minifast.collab`).
+"""
 
 from .callbacks import (
-    EVENTS,
-    Callback,
-    CallbackHandler,
+    CircularLR,
+    CircularLR_beta,
+    ConstantLR,
+    CosAnneal,
     CSVLogger,
     EarlyStopping,
+    LR_Finder,
+    LR_Updater,
+    OneCycle,
     Printer,
     ProgressBar,
     Recorder,
     SaveBestModel,
-    StopTraining,
 )
-from .checkpoint import Checkpoint, find_checkpoints, load_checkpoint, restore_checkpoint
+from .callbacks.checkpoint import Checkpoint, find_checkpoints, load_checkpoint, restore_checkpoint
+from .core import (
+    EVENTS,
+    Callback,
+    CallbackHandler,
+    FitState,
+    NonFiniteLossError,
+    Stepper,
+    StopTraining,
+    predict,
+    validate,
+)
+from .curves import lr_suggestion, sum_geom
 from .data import (
     ArrayLoader,
     ColumnarModelData,
@@ -22,36 +43,41 @@ from .data import (
     get_cv_idxs,
     split_by_idx,
 )
-from .denormal import FlushState, denormals_flushed, flush_denormal, set_flush_denormal
-from .device import T, as_tensor, default_device, to_device
-from .distributed import (
+from .learner import Learner, default_crit
+from .optim import (
+    LazyAdam,
+    build_optimizer,
+    fused_supported,
+    get_lrs,
+    get_moms,
+    has_sparse_embeddings,
+    load_opt_state,
+    set_lrs,
+    set_moms,
+    set_wds,
+    sparse_embeddings,
+)
+from .plots import plot_loss, plot_lr, plot_lr_find
+from .runtime import (
+    FlushState,
+    T,
+    as_tensor,
+    default_device,
+    denormals_flushed,
     destroy_distributed,
     distributed_session,
+    flush_denormal,
     init_distributed,
     is_main_process,
+    keep_freed_memory,
+    release_freed_memory,
+    set_flush_denormal,
+    set_malloc_thresholds,
+    to_device,
     unwrap,
 )
-from .fit import FitResult, fit, predict, validate
-from .fused import build_optimizer, fused_supported
-from .learner import Learner, default_crit
-from .malloc import keep_freed_memory, release_freed_memory, set_malloc_thresholds
-from .optim import get_lrs, get_moms, load_opt_state, set_lrs, set_moms, set_wds
-from .plots import plot_loss, plot_lr, plot_lr_find
 from .saving import CheckpointError, atomic_save, safe_load
-from .schedules import (
-    CircularLR,
-    CircularLR_beta,
-    ConstantLR,
-    CosAnneal,
-    LR_Finder,
-    LR_Updater,
-    OneCycle,
-    lr_suggestion,
-    sum_geom,
-)
-from .sparse import LazyAdam, has_sparse_embeddings, sparse_embeddings
-from .state import FitState
-from .stepper import NonFiniteLossError, Stepper
+from .training import FitResult, fit
 
 __version__ = "0.1.0"
 

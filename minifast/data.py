@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from attrs import define, field
 
-from .device import as_tensor, default_device, to_device
+from .checks import check_batch_size
+from .runtime.device import as_tensor, default_device, to_device
 
 __all__ = [
     "get_cv_idxs",
@@ -41,14 +42,6 @@ def get_cv_idxs(n: int, cv_idx: int = 0, val_pct: float = 0.2, seed: int = 42) -
     n_val = int(val_pct * n)
     idxs = np.random.RandomState(seed).permutation(n)
     return idxs[cv_idx * n_val : (cv_idx + 1) * n_val]
-
-
-def check_batch_size(bs, name: str = "bs") -> int:
-    """A batch size as an int; a clear ValueError naming `name` for anything but a positive
-    integer (booleans included)."""
-    if isinstance(bs, bool) or not isinstance(bs, (int, np.integer)) or bs <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {bs!r}")
-    return int(bs)
 
 
 def check_val_idxs(val_idxs, n: int) -> np.ndarray:

@@ -1,18 +1,15 @@
-"""Distributed data-parallel training: joining the process group `torchrun` describes, and
-what `fit` does differently under DistributedDataParallel (DDP).
+"""The DDP session of one `fit` call: what `fit` does differently under
+DistributedDataParallel.
 
 A script runs unchanged under `torchrun --nproc_per_node N script.py`: `fit` sees torchrun's
-environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), joins the process group
-(gloo on CPU, nccl on CUDA, one GPU per local rank), and for the duration of the call wraps the
-model in DDP and shards the loaders across ranks. `distributed_session()` makes the group's
-lifetime explicit (and picks the GPU before the model is built); `fit(..., distributed=False)`
-opts out. See docs/distributed.md for what is synchronised and why.
+environment, joins the process group (`minifast.runtime.ranks`), and for the duration of
+the call wraps the model in DDP and shards the loaders across ranks. `fit(...,
+distributed=False)` opts out. See docs/distributed.md for what is synchronised and why.
 """
 
 from __future__ import annotations
 
 import atexit
-import datetime
 import functools
 import os
 import types
@@ -22,136 +19,19 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
-from .callbacks import Callback
-from .device import default_device
-from .state import FitState
+from .core.events import Callback
+from .core.state import FitState
+from .runtime.modules import unwrap
+from .runtime.ranks import (
+    destroy_distributed,
+    init_distributed,
+    is_launched,
+    process_device,
+    rank,
+    world_size,
+)
 
-__all__ = [
-    "is_main_process",
-    "unwrap",
-    "rank",
-    "world_size",
-    "local_rank",
-    "all_reduce_sums",
-    "is_launched",
-    "init_distributed",
-    "destroy_distributed",
-    "distributed_session",
-    "is_sharded",
-    "DistributedFit",
-]
-
-# Whether minifast initialised the default process group (and so may destroy it).
-_owned = False
-
-
-def rank() -> int:
-    """This process's rank (0 when not distributed)."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def world_size() -> int:
-    """Number of processes (1 when not distributed)."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def local_rank() -> int:
-    """This process's rank on its machine (torchrun's LOCAL_RANK; 0 when not launched)."""
-    return int(os.environ.get("LOCAL_RANK", 0))
-
-
-def is_main_process() -> bool:
-    """True on rank 0 or when not distributed: the process that prints and writes files."""
-    return rank() == 0
-
-
-def is_launched() -> bool:
-    """Whether this process was started by `torchrun` (or anything setting RANK/WORLD_SIZE)."""
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DistributedDataParallel/DataParallel wrapper (or `model` itself)."""
-    return model.module if isinstance(
-        model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)) else model
-
-
-def _backend() -> str:
-    return "nccl" if default_device().type == "cuda" else "gloo"
-
-
-def _device() -> torch.device:
-    """The device of this rank: its GPU under nccl, else the CPU."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def init_distributed(backend: str | None = None, timeout: float | None = None) -> bool:
-    """Join the process group described by torchrun's environment variables.
-
-    `backend` defaults to nccl when CUDA is available (this process then uses GPU LOCAL_RANK)
-    and gloo otherwise; `timeout` (seconds) bounds how long a collective waits for the other
-    ranks. Returns True if this call initialised the group, False if it already was.
-    """
-    global _owned
-    if not dist.is_available():
-        raise RuntimeError("this build of PyTorch has no torch.distributed support")
-    if dist.is_initialized():
-        return False
-    if not is_launched():
-        raise RuntimeError(
-            "init_distributed: RANK and WORLD_SIZE are not set. Start the script with torchrun, "
-            "e.g. `torchrun --nproc_per_node 2 train.py` (see docs/distributed.md), or call "
-            "torch.distributed.init_process_group yourself."
-        )
-    backend = backend or _backend()
-    if backend == "nccl":
-        torch.cuda.set_device(local_rank())
-    kw = {} if timeout is None else {"timeout": datetime.timedelta(seconds=timeout)}
-    dist.init_process_group(backend, init_method="env://", **kw)
-    _owned = True
-    return True
-
-
-def destroy_distributed() -> None:
-    """Leave the process group, if minifast initialised it (a user's own group is left alone)."""
-    global _owned
-    if _owned and dist.is_initialized():
-        dist.destroy_process_group()
-    _owned = False
-
-
-@contextmanager
-def distributed_session(backend: str | None = None, timeout: float | None = None) -> Iterator[bool]:
-    """`with distributed_session():` joins torchrun's process group on entry and leaves it on
-    exit, also on error. Outside torchrun it does nothing, so the script runs in one process.
-
-    Yields whether the run is distributed. Entering it before building the model puts the
-    model on this rank's GPU from the start.
-    """
-    owner = is_launched() and init_distributed(backend, timeout)
-    try:
-        yield world_size() > 1
-    finally:
-        if owner:
-            destroy_distributed()
-
-
-def is_sharded(dl) -> bool:
-    """Whether `dl` yields only this rank's share of the data (so its sums need all-reducing)."""
-    return getattr(dl, "world_size", 1) > 1
-
-
-def all_reduce_sums(total, n: int, sums: list):
-    """Sum a validation pass's loss total, row count and metric sums over all ranks."""
-    if world_size() == 1:
-        return total, n, sums
-    buf = torch.tensor([float(total), float(n), *[float(s) for s in sums]], dtype=torch.float64,
-                       device=_device())
-    dist.all_reduce(buf)
-    vals = buf.tolist()
-    return vals[0], int(vals[1]), vals[2:]
+__all__ = ["DistributedFit"]
 
 
 def _per_batch(metrics) -> bool:
@@ -219,18 +99,14 @@ class _ShardSync(Callback):
             self.state.loss_tensor = self.state.loss_tensor * self.weight
 
     def on_batch_end(self, loss: float) -> None:
-        if self.weight != 1.0:
-            s = self.state
-            s.avg_loss += (self.weight - 1.0) * loss * (1 - s.avg_mom)
-            s.smooth_loss = s.avg_loss / (1 - s.avg_mom**s.iteration)
+        if self.weight != 1.0:  # the smoothed loss follows from avg_loss
+            self.state.avg_loss += (self.weight - 1.0) * loss * (1 - self.state.avg_mom)
 
     def on_validate_begin(self) -> None:
         s = self.state
-        buf = torch.tensor([s.avg_loss], dtype=torch.float64, device=_device())
+        buf = torch.tensor([s.avg_loss], dtype=torch.float64, device=process_device())
         dist.all_reduce(buf)
         s.avg_loss = buf.item() / world_size()
-        if s.iteration:
-            s.smooth_loss = s.avg_loss / (1 - s.avg_mom**s.iteration)
 
 
 class DistributedFit:
@@ -292,7 +168,7 @@ class DistributedFit:
             dl.seed, dl.rank, dl.world_size = seed, rank(), W
         state.n_batches = len(data.trn_dl)
         model = unwrap(state.model)
-        dev = _device()
+        dev = process_device()
         p = next(model.parameters(), None)
         if p is not None and p.device != dev and dev.type == "cuda":
             model.to(dev)

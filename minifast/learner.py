@@ -8,32 +8,13 @@ preds = learn.predict()
 learn.save("m"); learn.load("m")                # path/models/m.pt
 ```
 
-Weight decay (`wds`) comes in two flavours:
-
-- default, as in fastai v0.7 and lesson 5: L2 regularisation through the optimiser's own
-  `weight_decay` (`grad += wd * p`). With Adam the penalty's gradient is then divided by the
-  running RMS of the gradients, so parameters with large gradients are barely decayed.
-- `use_wd_sched=True`: decoupled weight decay (AdamW; Loshchilov & Hutter, 2019): the Stepper
-  applies `p <- p - lr_t * wd * p` before `opt.step()`, so every parameter decays at the same
-  relative rate, following the LR schedule. Prefer it with Adam-family optimisers; note that
-  the decay is multiplied by the LR, so useful `wds` are larger (around 1e-2 to 1e-1) than L2
-  values (1e-5 to 1e-3). With plain SGD (no momentum) the two are the same.
-
-Every parameter decays, biases and embeddings included, unless excluded with
-`Learner(..., no_decay=...)`: `True` excludes biases and all other 1-d parameters (norm layers'
-weights); a pattern or list of `fnmatch` patterns on parameter names (e.g. `["ub.*", "ib.*"]`
-for a collab model's bias embeddings) excludes those that match; a callable
-`no_decay(name, param) -> bool` decides itself. Excluded parameters go into their own
-optimiser parameter groups whose weight decay is always 0.
+It assembles the rooms below it: parameter groups and weight decay (`minifast.optim.groups`),
+the schedule (`minifast.callbacks.schedules.make_schedule`) and the run (`minifast.fit`).
+The weight-decay flavours and `no_decay` are explained on the docs' Schedules page.
 """
 
 from __future__ import annotations
 
-import copy
-import fnmatch
-import math
-import os
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -41,24 +22,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import distributed
-from .callbacks import Callback, SaveBestModel
-from .device import T, default_device
-from .fit import FitResult, fit, predict
-from .fused import build_optimizer
-from .optim import get_moms, load_opt_state, set_lrs, set_moms, set_wds
-from .saving import CheckpointError, atomic_save, load_model_state, safe_load
-from .schedules import (
-    CircularLR,
-    ConstantLR,
-    CosAnneal,
-    LR_Finder,
-    LR_Updater,
-    OneCycle,
-    _check_cycle_mult,
-    sum_geom,
+from .callbacks.schedules import LR_Finder, LR_Updater, make_schedule
+from .callbacks.tracking import SaveBestModel
+from .checks import check_metrics, positive_int
+from .core.events import Callback
+from .core.loop import predict
+from .core.snapshot import TrainingSnapshot
+from .optim.groups import ParamGroups, layer_groups
+from .optim.hypers import get_moms, load_opt_state, set_lrs, set_moms
+from .optim.sparse import LazyAdam, check_sparse_optimizer, has_sparse_embeddings
+from .runtime.device import T, default_device
+from .runtime.modules import eval_mode, model_device, place_model, unwrap
+from .runtime.ranks import is_main_process, launched_world_size
+from .saving import (
+    CheckpointError,
+    atomic_save,
+    check_opt_state,
+    load_model_state,
+    safe_load,
+    strip_ddp_prefix,
 )
-from .sparse import LazyAdam, check_sparse_optimizer, check_weight_decay, has_sparse_embeddings
+from .training import FitResult, fit
 
 __all__ = ["Learner", "default_crit"]
 
@@ -80,39 +64,6 @@ def default_crit(data) -> Callable:
     )
 
 
-def _check_metrics(metrics) -> list[Callable]:
-    if metrics is None:
-        return []
-    metrics = list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
-    for m in metrics:
-        if not callable(m):
-            raise ValueError(
-                f"metrics must be callables metric(preds, y) returning a number; got {m!r} "
-                f"({type(m).__name__})"
-            )
-    return metrics
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _params_of(group) -> list[torch.nn.Parameter]:
-    """The parameters of one layer group: a module, a parameter, or an iterable of those."""
-    if isinstance(group, torch.nn.Module):
-        return list(group.parameters())
-    if isinstance(group, torch.Tensor):
-        return [group]
-    if isinstance(group, Iterable):
-        return [p for g in group for p in _params_of(g)]
-    raise ValueError(
-        f"layer_groups() must return modules, parameters, or lists of them; got "
-        f"{type(group).__name__}"
-    )
-
-
 class Learner:
     """A model, its `ModelData`, loss and optimiser, with `fit`, `lr_find`, `predict`,
     `save`/`load` and the schedule of the last run (`sched`).
@@ -128,11 +79,12 @@ class Learner:
       for integer classes.
     - `clip=None`: no clipping; a number clips the global gradient norm to it every step.
     - `path=None`: the data's path; models are saved under `path/models/`.
-    - `no_decay=None`: every parameter decays (v0.7); see the module docs for the options.
+    - `no_decay=None`: every parameter decays (v0.7); `True` excludes biases and other 1-d
+      parameters, `fnmatch` patterns or a callable `no_decay(name, param)` choose others.
     - `fused=None`: torch's Adam/AdamW (the default or given as `opt_fn`) run their fused
-      kernel wherever this torch has one for the parameters (several times faster on CPU,
-      same algorithm; see `minifast.fused` and docs/performance.md); False: torch's default
-      implementation; True: fused or an error.
+      kernel wherever this torch has one for the parameters (same algorithm, faster on CPU;
+      see `minifast.optim.fused`); False: torch's default implementation; True: fused or an
+      error.
 
     The optimiser is built once, here, and kept across `fit` calls (so its state, e.g. Adam's
     moments, carries over and can be saved). If the model defines `layer_groups()` returning a
@@ -156,24 +108,23 @@ class Learner:
         if clip is not None and (not isinstance(clip, (int, float)) or not clip >= 0):
             raise ValueError(f"clip must be None or a number >= 0, got {clip!r}")
         self.data, self.model = data, model
-        sparse = has_sparse_embeddings(distributed.unwrap(model))
+        sparse = has_sparse_embeddings(unwrap(model))
         if opt_fn is None:  # LazyAdam: Adam that takes sparse embedding gradients
             opt_fn = LazyAdam if sparse else torch.optim.Adam
-        check_sparse_optimizer(opt_fn, distributed.unwrap(model))
+        check_sparse_optimizer(opt_fn, unwrap(model))
         if clip and sparse:
             raise ValueError("clip: gradient-norm clipping does not take sparse embedding "
                              "gradients (torch has no norm for them); use dense embeddings")
         self.opt_fn = opt_fn
         self.crit = crit if crit is not None else default_crit(data)
-        self.metrics = _check_metrics(metrics)
+        self.metrics = check_metrics(metrics)
         self.clip, self.reg_fn, self.no_decay = clip, reg_fn, no_decay
         self.fused = fused
         self.path = Path(path if path is not None else data.path)
         self.sched: LR_Updater | None = None
-        self._place_model()
-        self.opt = self._make_opt()
-
-    # ---------------------------------------------------------------- model and optimiser
+        place_model(model, getattr(data.trn_dl, "device", None) or default_device())
+        self.param_groups = ParamGroups(model, no_decay)
+        self.opt = self.param_groups.build(opt_fn, fused)
 
     @property
     def models_path(self) -> Path:
@@ -185,130 +136,30 @@ class Learner:
         """The `Recorder` of the last `fit`/`lr_find` (losses, LRs, momenta, epochs), or None."""
         return None if self.sched is None else self.sched.recorder
 
-    def _place_model(self) -> None:
-        dev = getattr(self.data.trn_dl, "device", None) or default_device()
-        p = next(self.model.parameters(), None)
-        if p is not None and p.device.type != torch.device(dev).type:
-            self.model.to(dev)
-
-    def get_layer_groups(self) -> list[list[torch.nn.Parameter]]:
-        """The parameters of each layer group: the model's `layer_groups()`, or one group."""
-        m = distributed.unwrap(self.model)
-        groups = m.layer_groups() if callable(getattr(m, "layer_groups", None)) else [m]
-        groups = [_params_of(g) for g in groups]
-        if not groups:
-            raise ValueError("layer_groups() returned no groups")
-        seen: dict[int, int] = {}
-        names = {id(p): n for n, p in m.named_parameters()}
-        for i, ps in enumerate(groups):
-            for p in ps:
-                if id(p) in seen and seen[id(p)] != i:
-                    raise ValueError(
-                        f"parameter {names.get(id(p), '?')!r} is in layer groups {seen[id(p)]} "
-                        f"and {i}: each parameter must be in exactly one group"
-                    )
-                seen[id(p)] = i
-        missing = [n for n, p in m.named_parameters() if p.requires_grad and id(p) not in seen]
-        if missing:
-            raise ValueError(f"layer_groups() leaves out trainable parameters {missing}")
-        return [list({id(p): p for p in ps}.values()) for ps in groups]
-
     @property
     def n_layer_groups(self) -> int:
         """How many layer groups `lrs`/`wds` may give values for."""
-        return max(self._pg_layer) + 1
+        return self.param_groups.n_layer_groups
 
-    def _excluded(self) -> Callable[[str, torch.nn.Parameter], bool]:
-        nd = self.no_decay
-        if nd is None or nd is False:
-            return lambda name, p: False
-        if nd is True:
-            return lambda name, p: name.endswith("bias") or p.ndim <= 1
-        if callable(nd):
-            return nd
-        patterns = [nd] if isinstance(nd, str) else list(nd)
-        names = [n for n, _ in distributed.unwrap(self.model).named_parameters()]
-        for pat in patterns:
-            if not any(fnmatch.fnmatchcase(n, pat) for n in names):
-                raise ValueError(f"no_decay pattern {pat!r} matches no parameter; the model has {names}")
-        return lambda name, p: any(fnmatch.fnmatchcase(name, pat) for pat in patterns)
-
-    def _make_opt(self) -> torch.optim.Optimizer:
-        """One or two optimiser parameter groups per layer group (decayed / not decayed)."""
-        excluded = self._excluded()
-        names = {id(p): n for n, p in distributed.unwrap(self.model).named_parameters()}
-        pgs, self._pg_layer, self._pg_decay = [], [], []
-        for i, params in enumerate(self.get_layer_groups()):
-            out = [p for p in params if excluded(names.get(id(p), ""), p)]
-            keep = [p for p in params if not excluded(names.get(id(p), ""), p)]
-            for ps, decay in ((keep, True), (out, False)):
-                if ps:
-                    pgs.append({"params": ps})
-                    self._pg_layer.append(i)
-                    self._pg_decay.append(decay)
-        if not pgs:
-            raise ValueError("the model has no parameters to train")
-        opt = build_optimizer(self.opt_fn, pgs, self.fused,
-                              sparse=has_sparse_embeddings(distributed.unwrap(self.model)))
-        if len(getattr(opt, "param_groups", ())) != len(pgs):
-            raise ValueError(
-                f"opt_fn must build the optimiser from the {len(pgs)} parameter groups it is "
-                f"given (got {len(getattr(opt, 'param_groups', ()))}); e.g. pass "
-                f"functools.partial(optim.SGD, momentum=0.9), not a built optimiser"
-            )
-        # wds=None means the weight decay opt_fn chose (0 for torch's defaults), never on
-        # excluded parameters
-        self._default_wds = [
-            float(g.get("weight_decay", 0.0)) if d else 0.0
-            for g, d in zip(opt.param_groups, self._pg_decay, strict=True)
-        ]
-        for g, d in zip(opt.param_groups, self._pg_decay, strict=True):
-            if not d and "weight_decay" in g:
-                g["weight_decay"] = 0.0
-        return opt
-
-    def _per_layer(self, values, name: str, positive: bool = False) -> list[float]:
-        """A scalar or one value per layer group, checked, as one float per layer group."""
-        n = self.n_layer_groups
-        if isinstance(values, torch.Tensor):
-            values = values.tolist()
-        try:
-            arr = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a number or a list of numbers, got {values!r}") from None
-        if arr.ndim > 1:
-            raise ValueError(f"{name} must be a number or a flat list, got shape {arr.shape}")
-        if arr.ndim == 1 and len(arr) != n:
-            raise ValueError(
-                f"{name} has {len(arr)} values {arr.tolist()} but the model has {n} layer "
-                f"group(s); pass a single value or exactly {n}"
-            )
-        vals = [float(arr)] * n if arr.ndim == 0 else [float(v) for v in arr]
-        bad = [v for v in vals if not math.isfinite(v) or v < 0 or (positive and v == 0)]
-        if bad:
-            need = "> 0" if positive else ">= 0"
-            raise ValueError(f"{name} must be finite and {need}, got {values!r}")
-        return vals
-
-    def _expand(self, per_layer: list[float]) -> list[float]:
-        """Per-layer-group values as one value per optimiser parameter group."""
-        return [per_layer[i] for i in self._pg_layer]
-
-    def _apply_wds(self, wds, decoupled: bool) -> None:
-        if wds is None:
-            values = list(self._default_wds)
-        else:
-            per_layer = self._expand(self._per_layer(wds, "wds"))
-            values = [w if d else 0.0 for w, d in zip(per_layer, self._pg_decay, strict=True)]
-        check_weight_decay(self.opt, distributed.unwrap(self.model), values, decoupled)
-        set_wds(self.opt, values, decoupled=decoupled)
+    def get_layer_groups(self) -> list[list[torch.nn.Parameter]]:
+        """The parameters of each layer group: the model's `layer_groups()`, or one group."""
+        return layer_groups(self.model)
 
     def model_file(self, name) -> Path:
         """The file `save(name)`/`load(name)` use: `path/models/name.pt`."""
         name = str(name)
         return self.models_path / (name if Path(name).suffix else f"{name}.pt")
 
-    # ---------------------------------------------------------------------------- fit
+    def _run(self, n_epochs: int, metrics, callbacks: list[Callback], **kwargs) -> FitResult:
+        kwargs = {"clip": self.clip, "reg_fn": self.reg_fn, **kwargs}
+        return fit(self.model, self.data, n_epochs, self.opt, self.crit, metrics, callbacks,
+                   **kwargs)
+
+    def _n_batches(self) -> int:
+        n_batches = len(self.data.trn_dl)
+        if n_batches == 0:
+            raise ValueError("the training loader has no batches")
+        return n_batches
 
     def fit(
         self,
@@ -339,37 +190,26 @@ class Learner:
 
         `lrs`, `wds`: a scalar or one value per layer group. `wds=None` keeps the weight
         decay `opt_fn` chose (none by default); `use_wd_sched` makes it decoupled (see the
-        module docs). `best_save_name` saves the model whenever the validation loss improves;
-        `cycle_save_name` saves it as `{name}_cyc_{i}` after each cycle. `metrics` replaces
-        the learner's metrics for this run. Other keyword arguments go to `minifast.fit.fit`
-        (`resume`, `progress`, `verbose`, `avg_mom`, `stop_on_nan`, ...). Returns the
-        `FitResult`; `self.sched` holds the schedule and `self.recorder` what was recorded.
+        docs' Schedules page). `best_save_name` saves the model whenever the validation loss
+        improves; `cycle_save_name` saves it as `{name}_cyc_{i}` after each cycle. `metrics`
+        replaces the learner's metrics for this run. Other keyword arguments go to
+        `minifast.fit` (`resume`, `progress`, `verbose`, `avg_mom`, `stop_on_nan`, ...).
+        Returns the `FitResult`; `self.sched` holds the schedule and `self.recorder` what
+        was recorded.
         """
-        lrs_pg = self._expand(self._per_layer(lrs, "lrs"))
-        n_cycle = _positive_int(n_cycle, "n_cycle")
-        cycle_mult = _check_cycle_mult(cycle_mult)
-        metrics = self.metrics if metrics is None else _check_metrics(metrics)
-        if use_clr is not None and use_clr_beta is not None:
-            raise ValueError("pass use_clr or use_clr_beta, not both")
-        n_batches = len(self.data.trn_dl)
-        if n_batches == 0:
-            raise ValueError("the training loader has no batches")
-        if cycle_len is None:
-            for arg, val in (("use_clr", use_clr), ("use_clr_beta", use_clr_beta),
-                             ("cycle_save_name", cycle_save_name)):
-                if val is not None:
-                    raise ValueError(f"{arg} needs cycle_len (the epochs of one cycle)")
-            if cycle_mult != 1:
-                warnings.warn(
-                    f"cycle_mult={cycle_mult} is ignored without cycle_len: training "
-                    f"{n_cycle} epoch(s) at a constant learning rate", UserWarning, stacklevel=2)
-            n_epochs, sched = n_cycle, ConstantLR(lrs_pg)
-        else:
-            cycle_len = _positive_int(cycle_len, "cycle_len")
-            n_epochs = sum_geom(cycle_len, cycle_mult, n_cycle)
-            sched = self._cyclic_sched(lrs_pg, n_batches, cycle_len, cycle_mult, use_clr,
-                                       use_clr_beta, cycle_save_name)
-        self._apply_wds(wds, bool(use_wd_sched))
+        lrs_pg = self.param_groups.per_group(lrs, "lrs")
+        metrics = self.metrics if metrics is None else check_metrics(metrics)
+        n_batches = self._n_batches()
+        if cycle_save_name is not None and cycle_len is None:
+            raise ValueError("cycle_save_name needs cycle_len (the epochs of one cycle)")
+        on_cycle_end = None
+        if cycle_save_name is not None:
+            def on_cycle_end(sched, cycle):
+                self.save(f"{cycle_save_name}_cyc_{cycle}")
+        has_momentum = any(m is not None for m in get_moms(self.opt))
+        n_epochs, sched = make_schedule(lrs_pg, n_cycle, n_batches, cycle_len, cycle_mult,
+                                        use_clr, use_clr_beta, on_cycle_end, has_momentum)
+        self.param_groups.apply_wds(self.opt, wds, bool(use_wd_sched))
         set_lrs(self.opt, lrs_pg)
         cbs: list[Callback] = [sched]
         if best_save_name is not None:
@@ -377,42 +217,11 @@ class Learner:
         cbs.extend(callbacks or [])
         self.sched = sched
         saved_moms = get_moms(self.opt)
-        stepper_kwargs = {"clip": self.clip, "reg_fn": self.reg_fn, **kwargs}
         try:
-            return fit(self.model, self.data, n_epochs, self.opt, self.crit, metrics, cbs,
-                       **stepper_kwargs)
+            return self._run(n_epochs, metrics, cbs, **kwargs)
         finally:
             if sched.mom_at(0) is not None:  # a cycled momentum goes back to the optimiser's
                 set_moms(self.opt, [0.0 if m is None else m for m in saved_moms])
-
-    def _cyclic_sched(self, lrs_pg, n_batches, cycle_len, cycle_mult, use_clr, use_clr_beta,
-                      cycle_save_name):
-        # nb is provisional: the schedule recounts it from cycle_len and the batches per epoch
-        # fit actually runs (a rank's share under DDP, known once fit has sharded the loader)
-        nb, kw = n_batches * cycle_len, {"cycle_len": cycle_len}
-        on_end = None
-        if cycle_save_name is not None:
-            def on_end(sched, cycle):
-                self.save(f"{cycle_save_name}_cyc_{cycle}")
-        if use_clr is not None:
-            div, cut_div, moms = self._clr_args(use_clr, "use_clr", "(div, cut_div[, max_mom, min_mom])")
-            return CircularLR(nb, div, cut_div, moms, cycle_mult, lrs_pg, on_end, **kw)
-        if use_clr_beta is not None:
-            div, pct, moms = self._clr_args(use_clr_beta, "use_clr_beta", "(div, pct[, max_mom, min_mom])")
-            return OneCycle(nb, div, pct, moms, cycle_mult, lrs_pg, on_end, **kw)
-        return CosAnneal(nb, cycle_mult, lrs_pg, on_end, **kw)
-
-    def _clr_args(self, args, name: str, form: str):
-        args = list(args)
-        if len(args) not in (2, 4) or not all(isinstance(a, (int, float)) for a in args):
-            raise ValueError(f"{name} must be {form}, got {tuple(args)}")
-        moms = tuple(args[2:]) or None
-        if moms is not None and all(m is None for m in get_moms(self.opt)):
-            warnings.warn(f"{name}: this optimiser has no momentum to cycle; momenta ignored",
-                          UserWarning, stacklevel=3)
-        return args[0], args[1], moms
-
-    # ------------------------------------------------------------------------- lr_find
 
     def lr_find(
         self,
@@ -428,69 +237,38 @@ class Learner:
         """LR range test: train from `start_lr` to `end_lr` over `num_it` batches (default and
         maximum: one epoch), exponentially (`linear=False`), stopping early once the smoothed
         loss is not finite or exceeds 4x its minimum; then restore the model, the optimiser
-        state, the torch RNG and the loader's epoch counter exactly as they were.
+        state, the RNGs and the loader's epoch counter exactly as they were.
 
         Returns the suggested LR: the steepest descent of the smoothed loss against log(lr)
-        (see `schedules.lr_suggestion`), one value per layer group when `start_lr` is a list.
+        (see `minifast.lr_suggestion`), one value per layer group when `start_lr` is a list.
         `self.sched.plot()` draws the curve with the suggestion marked. Refuses to run under
         torch.distributed (the ranks would each search and restore on their own).
         """
-        n_procs = distributed.world_size()
-        if n_procs == 1 and distributed.is_launched():  # torchrun, group not joined yet
-            n_procs = int(os.environ.get("WORLD_SIZE", "1"))
+        n_procs = launched_world_size()
         if n_procs > 1:
             raise RuntimeError(
                 f"lr_find does not run under torch.distributed (world size {n_procs}): run it "
                 "in a single process, then launch the distributed fit with the LR it suggests"
             )
-        n_batches = len(self.data.trn_dl)
-        if n_batches == 0:
-            raise ValueError("the training loader has no batches")
-        num_it = n_batches if num_it is None else min(_positive_int(num_it, "num_it"), n_batches)
-        start = self._per_layer(start_lr, "start_lr", positive=True)
-        finder = LR_Finder(num_it, end_lr, self._expand(start), linear, stop_div)
-        snapshot = self._snapshot()
+        n_batches = self._n_batches()
+        num_it = n_batches if num_it is None else min(positive_int(num_it, "num_it"), n_batches)
+        start = self.param_groups.per_layer(start_lr, "start_lr", positive=True)
+        finder = LR_Finder(num_it, end_lr, self.param_groups.expand(start), linear, stop_div)
+        snapshot = TrainingSnapshot.take(self.model, self.opt, self.data.trn_dl)
         self.sched = finder
         kwargs.setdefault("verbose", False)
         kwargs.setdefault("stop_on_nan", False)  # a NaN loss ends the search, not the program
         try:
-            self._apply_wds(wds, bool(use_wd_sched))
-            fit(self.model, self.data, 1, self.opt, self.crit, [], [finder],
-                **{"clip": self.clip, "reg_fn": self.reg_fn, **kwargs})
+            self.param_groups.apply_wds(self.opt, wds, bool(use_wd_sched))
+            self._run(1, [], [finder], **kwargs)
         finally:
-            self._restore(snapshot)
+            snapshot.restore()
         best = finder.suggestion()
         if best is None:
             return None
-        scale = best / start[self._pg_layer[0]]
+        scale = best / start[self.param_groups.layer[0]]
         out = [s * scale for s in start]
         return out if isinstance(start_lr, (list, tuple, np.ndarray, torch.Tensor)) else out[0]
-
-    def _snapshot(self) -> dict:
-        m = distributed.unwrap(self.model)
-        dl = self.data.trn_dl
-        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-        return {
-            "model": {k: v.detach().clone() for k, v in m.state_dict().items()},
-            "opt": copy.deepcopy(self.opt.state_dict()),
-            "training": m.training,
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if cuda else None,
-            "dl": copy.deepcopy(dl.state_dict()) if hasattr(dl, "state_dict") else None,
-        }
-
-    def _restore(self, snap: dict) -> None:
-        m = distributed.unwrap(self.model)
-        m.load_state_dict(snap["model"])
-        self.opt.load_state_dict(snap["opt"])
-        m.train(snap["training"])
-        torch.set_rng_state(snap["rng"])
-        if snap["cuda_rng"] is not None:
-            torch.cuda.set_rng_state_all(snap["cuda_rng"])
-        if snap["dl"] is not None:
-            self.data.trn_dl.load_state_dict(snap["dl"])
-
-    # ------------------------------------------------------------------------- predict
 
     def predict(self, is_test: bool = False) -> np.ndarray:
         """Predictions on the validation set (or the test set), in order, as a numpy array."""
@@ -503,26 +281,17 @@ class Learner:
     def predict_array(self, *arrays) -> np.ndarray:
         """The model's output for input array(s) (numpy/tensors, one per model input), in eval
         mode without gradients, as a numpy array."""
-        p = next(self.model.parameters(), None)
-        dev = p.device if p is not None else default_device()
-        xs = [T(a, dev) for a in arrays]
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                out = self.model(*xs)
-        finally:
-            self.model.train(was_training)
+        xs = [T(a, model_device(self.model) or default_device()) for a in arrays]
+        with eval_mode(self.model):
+            out = self.model(*xs)
         return out.detach().float().cpu().numpy()
-
-    # ------------------------------------------------------------------------ save/load
 
     def save(self, name, with_opt: bool = False) -> Path:
         """Save the model's weights (and, with `with_opt`, the optimiser state) atomically to
         `path/models/name.pt`; only the main process writes. Returns the file's path."""
         path = self.model_file(name)
-        if distributed.is_main_process():
-            sd = distributed.unwrap(self.model).state_dict()
+        if is_main_process():
+            sd = unwrap(self.model).state_dict()
             try:
                 atomic_save({"model": sd, "opt": self.opt.state_dict()} if with_opt else sd, path)
             except OSError as e:  # typically a read-only data folder
@@ -541,39 +310,22 @@ class Learner:
         if not path.is_file():
             have = sorted(p.name for p in self.models_path.glob("*.pt")) if self.models_path.is_dir() else []
             raise FileNotFoundError(f"no model file {path}; {self.models_path} has {have or 'none'}")
-        p = next(self.model.parameters(), None)
-        obj = safe_load(path, map_location=p.device if p is not None else None)
+        obj = safe_load(path, map_location=model_device(self.model))
         if not isinstance(obj, dict):
             raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict")
-        if isinstance(obj.get("model"), dict):
-            model_sd, opt_sd = obj["model"], obj.get("opt")
-        else:
-            model_sd, opt_sd = obj, None
-        m = distributed.unwrap(self.model)
-        own = m.state_dict()
-        if model_sd and all(k.startswith("module.") for k in model_sd) and not any(
-                k.startswith("module.") for k in own):  # saved from a DDP-wrapped model
-            model_sd = {k[len("module."):]: v for k, v in model_sd.items()}
+        model_sd, opt_sd = (obj["model"], obj.get("opt")) if isinstance(obj.get("model"), dict) \
+            else (obj, None)
+        m = unwrap(self.model)
+        model_sd = strip_ddp_prefix(model_sd, m.state_dict())
         if with_opt and opt_sd is not None:
-            self._check_opt_state(opt_sd, path)
+            check_opt_state(self.opt, opt_sd, path, "; load with with_opt=False to take the "
+                            "weights only")
         load_model_state(m, model_sd, path)
         if with_opt and opt_sd is not None:
             load_opt_state(self.opt, opt_sd)
         return path
 
-    def _check_opt_state(self, opt_sd, path) -> None:
-        groups = opt_sd.get("param_groups") if isinstance(opt_sd, dict) else None
-        if not isinstance(groups, list):
-            raise CheckpointError(f"{path}: the optimiser state is malformed")
-        own = [len(g["params"]) for g in self.opt.param_groups]
-        theirs = [len(g.get("params", ())) for g in groups]
-        if own != theirs:
-            raise CheckpointError(
-                f"{path}: optimiser state has parameter groups of sizes {theirs}, this "
-                f"learner's optimiser has {own}; load with with_opt=False to take the weights only"
-            )
-
     def __repr__(self) -> str:
-        return (f"Learner(model={type(distributed.unwrap(self.model)).__name__}, "
+        return (f"Learner(model={type(unwrap(self.model)).__name__}, "
                 f"opt={type(self.opt).__name__}, crit={getattr(self.crit, '__name__', self.crit)}, "
                 f"layer_groups={self.n_layer_groups}, path={str(self.path)!r})")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .schedules import lr_suggestion
+from .curves import lr_suggestion
 
 __all__ = ["plot_loss", "plot_lr", "plot_lr_find"]
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_save", "safe_load", "load_model_state", "CheckpointError"]
+__all__ = ["atomic_save", "safe_load", "load_model_state", "check_opt_state",
+           "strip_ddp_prefix", "CheckpointError"]
 
 
 class CheckpointError(ValueError):
@@ -98,3 +99,28 @@ def load_model_state(model: torch.nn.Module, state: dict, source: str | os.PathL
             parts.append("shape mismatches " + "; ".join(shapes))
         raise CheckpointError(f"{source} does not match the model: " + ", ".join(parts))
     model.load_state_dict(state)
+
+
+def strip_ddp_prefix(state: dict, own: dict) -> dict:
+    """`state` without the `module.` key prefix of a DistributedDataParallel model's
+    `state_dict`, when the model it is loaded into (`own` keys) has none."""
+    if state and all(k.startswith("module.") for k in state) and not any(
+            k.startswith("module.") for k in own):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def check_opt_state(opt: torch.optim.Optimizer, sd, source: str | os.PathLike,
+                    hint: str = "") -> None:
+    """Refuse an optimiser `state_dict` whose parameter groups do not match `opt`'s, with a
+    `CheckpointError` naming `source` and both groupings (and `hint`, what to do instead)."""
+    groups = sd.get("param_groups") if isinstance(sd, dict) else None
+    if not isinstance(groups, list):
+        raise CheckpointError(f"{source}: the optimiser state is malformed")
+    ours = [len(g["params"]) for g in opt.param_groups]
+    theirs = [len(g.get("params", ())) for g in groups]
+    if ours != theirs:
+        raise CheckpointError(
+            f"{source}: the optimiser state has {len(theirs)} parameter group(s) of sizes "
+            f"{theirs}, but this optimiser has {len(ours)} of sizes {ours}{hint}"
+        )

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from minifast import Callback, CSVLogger, SaveBestModel, Stepper, fit, get_cv_idxs
-from minifast.distributed import is_main_process, rank, unwrap, world_size
+from minifast.runtime.modules import unwrap
+from minifast.runtime.ranks import is_main_process, rank, world_size
 
 
 def ratings_frame(n: int, seed: int = 0) -> pd.DataFrame:
@@ -137,7 +138,7 @@ def main(out: Path, cfg: dict) -> None:
 def learner_part(out: Path, cfg: dict, cf) -> dict:
     """The Learner under DDP: lr_find refuses, SGDR over global iterations, a stateful
     (whole-validation-set) metric, rank-0-only saving, and resuming from a checkpoint."""
-    from minifast.checkpoint import Checkpoint
+    from minifast.callbacks.checkpoint import Checkpoint
     from minifast.collab import precision_at_k
 
     res: dict = {}

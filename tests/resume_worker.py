@@ -170,7 +170,7 @@ class WaitForSignal(Callback):
                 time.sleep(0.01)
 
     def on_train_end(self):
-        rec = self.state.stepper.cbs.find(Recorder)
+        rec = self.state.recorder
         probe = {"interrupted": self.state.interrupted, "iteration": self.state.iteration,
                  "epoch": self.state.epoch, "recorder_iterations": rec.iterations}
         (self.out / "train_end.json").write_text(json.dumps(probe))

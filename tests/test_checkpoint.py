@@ -34,7 +34,7 @@ from minifast import (
     fit,
     load_checkpoint,
 )
-from minifast.schedules import CosAnneal
+from minifast.callbacks.schedules import CosAnneal
 
 WORKER = Path(__file__).with_name("resume_worker.py")
 
@@ -206,7 +206,7 @@ def test_keeps_last_k_and_replaces_an_earlier_runs_files(tmp_path):
 
 
 def test_only_the_main_process_writes(tmp_path, monkeypatch):
-    monkeypatch.setattr("minifast.checkpoint.is_main_process", lambda: False)
+    monkeypatch.setattr("minifast.callbacks.checkpoint.is_main_process", lambda: False)
     train(tmp_path, [Checkpoint(tmp_path / "ckpt", every_n_iters=2)], n_epochs=1)
     assert not (tmp_path / "ckpt").exists()
 

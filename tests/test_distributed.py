@@ -25,15 +25,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minifast.distributed as mdist
+import minifast.runtime.ranks as ranks
 from minifast import ArrayLoader, ModelData, fit
-from minifast.distributed import (
-    _ShardSync,
-    distributed_session,
-    is_launched,
-    is_sharded,
-    unwrap,
-    world_size,
-)
+from minifast.distributed import _ShardSync
+from minifast.runtime.modules import unwrap
+from minifast.runtime.ranks import distributed_session, is_launched, is_sharded, world_size
 
 HERE = Path(__file__).resolve().parent
 CFG = {"n": 1001, "bs": 24, "epochs": 3, "lr": 0.02, "n_factors": 5}
@@ -146,7 +142,7 @@ def test_session_leaves_a_users_own_group_alone(one_rank_env):
     with distributed_session():
         pass
     assert dist.is_initialized(), "minifast must not destroy a group it did not create"
-    mdist.destroy_distributed()
+    ranks.destroy_distributed()
     assert dist.is_initialized()
 
 

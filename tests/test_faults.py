@@ -25,7 +25,6 @@ from minifast import (
     Callback,
     Checkpoint,
     NonFiniteLossError,
-    Recorder,
     find_checkpoints,
     load_checkpoint,
 )
@@ -127,7 +126,7 @@ class RaiseInterrupt(Callback):
             raise KeyboardInterrupt
 
     def on_train_end(self):
-        rec = self.state.stepper.cbs.find(Recorder)
+        rec = self.state.recorder
         self.seen = (self.state.interrupted, list(rec.iterations))
 
 

@@ -215,7 +215,7 @@ def test_predict_in_order(tiny_model, tiny_data):
 
 
 def test_metrics_must_be_callable(tiny_model, tiny_data):
-    with pytest.raises(TypeError, match="metrics must be callables"):
+    with pytest.raises(ValueError, match="metrics must be callables"):
         fit(tiny_model, tiny_data, 1, torch.optim.SGD(tiny_model.parameters(), 0.1), F.mse_loss,
             metrics=["accuracy"])
 

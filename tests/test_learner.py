@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import minifast as mf
-from minifast.schedules import sgdr_mult
+from minifast.curves import sgdr_mult
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -414,7 +414,7 @@ def test_lr_find_layer_groups_and_plot(tmp_path):
 def test_lr_find_refuses_under_distributed(tmp_path, monkeypatch):
     learn = mf.Learner(make_data(tmp_path), mlp())
     with monkeypatch.context() as m:
-        m.setattr(mf.distributed, "world_size", lambda: 2)
+        m.setattr("minifast.runtime.ranks.world_size", lambda: 2)
         with pytest.raises(RuntimeError, match="lr_find does not run under torch.distributed"):
             learn.lr_find()
     monkeypatch.setenv("RANK", "1")  # launched by torchrun, process group not joined yet
@@ -517,7 +517,7 @@ def test_save_unwraps_and_writes_only_on_the_main_process(tmp_path, monkeypatch)
     assert set(torch.load(path, weights_only=True)) == {"0.weight", "0.bias", "2.weight", "2.bias"}
     plain = mf.Learner(make_data(tmp_path), mlp(seed=5))
     plain.load("dp")
-    monkeypatch.setattr(mf.distributed, "is_main_process", lambda: False)
+    monkeypatch.setattr("minifast.learner.is_main_process", lambda: False)
     assert not learn.save("rank1").exists()
 
 
@@ -591,7 +591,7 @@ def test_a_dropped_learner_is_freed_at_once(tmp_path, how):
 
     from conftest import TinyDot, make_ratings
 
-    from minifast.checkpoint import Checkpoint
+    from minifast.callbacks.checkpoint import Checkpoint
     from minifast.collab import CollabFilterDataset
 
     cats, y = make_ratings()

@@ -11,18 +11,8 @@ import torch
 from torch import nn
 
 import minifast as mf
-from minifast.schedules import (
-    CircularLR,
-    ConstantLR,
-    CosAnneal,
-    LR_Finder,
-    OneCycle,
-    cycle_position,
-    lr_suggestion,
-    one_cycle_mom,
-    one_cycle_mult,
-    sum_geom,
-)
+from minifast.callbacks.schedules import CircularLR, ConstantLR, CosAnneal, LR_Finder, OneCycle
+from minifast.curves import cycle_position, lr_suggestion, one_cycle_mom, one_cycle_mult, sum_geom
 
 # ------------------------------------------------------------------------------------------
 # fastai v0.7's sgdr.py, ported verbatim (stateful counters; calc_lr is called once per batch,

@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import minifast as mf
-from minifast import denormal, malloc
 from minifast.collab import CollabFilterDataset
 from minifast.collab.synthetic import synthetic_ratings
-from minifast.fused import build_optimizer
-from minifast.sparse import LazyAdam, sparse_embeddings
+from minifast.optim.fused import build_optimizer
+from minifast.optim.sparse import LazyAdam, sparse_embeddings
+from minifast.runtime import denormal, malloc
 
 
 @pytest.fixture
@@ -335,7 +335,7 @@ needs_glibc = pytest.mark.skipif(malloc._glibc() is None, reason="C library is n
 
 _CHURN = """
 import resource, sys, torch
-from minifast import malloc
+from minifast.runtime import malloc
 if sys.argv[1] == "glibc-start":  # glibc's initial thresholds, fixed so the run is predictable
     assert malloc.set_malloc_thresholds(128 << 10, 128 << 10)
 else:

@@ -290,7 +290,7 @@ class CollabFilterDataset:
         `emb_l2_alpha` scales each row's penalty by `n ** -alpha`, `n` its number of training
         ratings (counted from the rows not in `val_idxs`): `emb_l2=1.0, emb_l2_bias=0.1,
         emb_l2_alpha=0.5` is the best ml-100k configuration in benchmarks/collab_accuracy.py."""
-        from ..sparse import sparse_embeddings
+        from ..optim.sparse import sparse_embeddings
         from .learner import CollabFilterLearner
 
         if emb_l2 is None and (emb_l2_bias is not None or emb_l2_alpha):

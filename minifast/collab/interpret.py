@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from attrs import define
 
-from ..distributed import unwrap
+from ..runtime.modules import unwrap
 
 __all__ = [
     "item_biases",

@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..distributed import unwrap
 from ..learner import Learner
+from ..runtime.modules import unwrap
 from .dataset import CollabFilterDataset, UnknownIdError
 from .metrics import RankingMetric, ranking_scores
 

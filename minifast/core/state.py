@@ -20,6 +20,9 @@ class FitState:
     `loss_tensor` (replaceable in `on_backward_begin`), `loss` (raw loss, float),
     `avg_loss` (the exponential moving average, biased) and `smooth_loss` (debiased).
     Per epoch: `vals` (`[val_loss, *metrics]`), `history` (one dict per finished epoch).
+    The run's parts: `model`, `opt`, `data`, `stepper`, `crit`, `metrics`, `cbs` (the
+    `CallbackHandler` firing the events) and `recorder` (the run's `Recorder`); both are
+    let go when the run ends (the result keeps the recorder), so no reference cycle outlives it.
     """
 
     model: torch.nn.Module
@@ -30,6 +33,8 @@ class FitState:
     metrics: list = field(factory=list)
     n_epochs: int = 1
     avg_mom: float = 0.98
+    cbs: Any = None
+    recorder: Any = None
     epoch: int = 0
     iteration: int = 0
     batch_idx: int = 0
@@ -40,13 +45,28 @@ class FitState:
     loss_tensor: Any = None
     loss: float = float("nan")
     avg_loss: float = 0.0
-    smooth_loss: float = float("nan")
     vals: list = field(factory=list)
     history: list = field(factory=list)
     epoch_start: float = 0.0
     interrupted: bool = False
     stopped: bool = False
     error: BaseException | None = None
+
+    def add_loss(self, loss: float) -> None:
+        """Count one trained batch with raw loss `loss`: the iteration counters and
+        `avg_loss = avg_loss*avg_mom + loss*(1-avg_mom)` (fastai v0.7's running average)."""
+        self.loss = loss
+        self.iteration += 1
+        self.batch_idx += 1
+        self.avg_loss = self.avg_loss * self.avg_mom + loss * (1 - self.avg_mom)
+
+    @property
+    def smooth_loss(self) -> float:
+        """The debiased running loss `avg_loss / (1 - avg_mom**iteration)` (NaN before the
+        first batch): what the epoch table reports as `trn_loss`."""
+        if self.iteration == 0:
+            return float("nan")
+        return self.avg_loss / (1 - self.avg_mom**self.iteration)
 
     @property
     def metric_names(self) -> list[str]:
@@ -70,7 +90,7 @@ class FitState:
         }
 
     def load_state_dict(self, sd: dict) -> None:
-        """Restore `state_dict()`."""
+        """Restore `state_dict()` (`smooth_loss` follows from the others)."""
         self.epoch, self.iteration, self.batch_idx = sd["epoch"], sd["iteration"], sd["batch_idx"]
-        self.avg_loss, self.smooth_loss = sd["avg_loss"], sd["smooth_loss"]
+        self.avg_loss = sd["avg_loss"]
         self.history = [dict(h) for h in sd["history"]]

@@ -15,7 +15,6 @@ and a file from a stranger cannot run code.
 from __future__ import annotations
 
 import os
-import random
 import re
 import sys
 import warnings
@@ -25,11 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .callbacks import Callback, CallbackHandler, Printer, Recorder
-from .distributed import is_main_process, unwrap, world_size
-from .optim import load_opt_state
-from .saving import CheckpointError, atomic_save, load_model_state, safe_load
-from .state import FitState
+from ..core.events import Callback, CallbackHandler
+from ..core.state import FitState
+from ..optim.hypers import load_opt_state
+from ..runtime.modules import unwrap
+from ..runtime.ranks import is_main_process, world_size
+from ..runtime.rng import get_rng_states, set_rng_states
+from ..saving import CheckpointError, atomic_save, check_opt_state, load_model_state, safe_load
+from .recording import Printer, Recorder
 
 __all__ = ["Checkpoint", "restore_checkpoint", "load_checkpoint", "find_checkpoints"]
 
@@ -152,8 +154,7 @@ class Checkpoint(Callback):
         key = (*pos, s.iteration)
         if key == self._last_pos and self.last_path is not None and self.last_path.is_file():
             return self.last_path  # already saved at exactly this point
-        cbs = getattr(s.stepper, "cbs", None)
-        path = atomic_save(make_checkpoint(s, cbs, pos), self.path_for(s.iteration))
+        path = atomic_save(make_checkpoint(s, s.cbs, pos), self.path_for(s.iteration))
         self.last_path, self._last_pos = path, key
         self._prune(path)
         return path
@@ -225,31 +226,6 @@ def _plain(obj: Any, where: str) -> Any:
     )
 
 
-def _rng_states() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    version, py_state, gauss_next = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)),
-                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": {"version": int(version), "state": torch.tensor(py_state, dtype=torch.int64),
-                   "gauss_next": gauss_next},
-    }
-
-
-def _set_rng_states(rng: dict[str, Any]) -> None:
-    torch.set_rng_state(rng["torch"].to("cpu", torch.uint8))
-    if rng.get("cuda") is not None and torch.cuda.is_available():
-        for i, s in enumerate(rng["cuda"][: torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(s.to("cpu", torch.uint8), i)
-    n = rng["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached_gaussian"]))
-    p = rng["python"]
-    random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
-
-
 def make_checkpoint(state: FitState, cbs: CallbackHandler | None,
                     position: tuple[int, int] | None = None) -> dict[str, Any]:
     """The checkpoint dict of a run: resuming from it continues at `position`
@@ -257,7 +233,7 @@ def make_checkpoint(state: FitState, cbs: CallbackHandler | None,
     epoch, batch_idx = position if position is not None else (state.epoch, state.batch_idx)
     st = state.state_dict()
     st.update(epoch=epoch, batch_idx=batch_idx, vals=list(state.vals))
-    rec = cbs.find(Recorder) if cbs is not None else None
+    rec = state.recorder
     dl = getattr(state.data, "trn_dl", None)
     return {
         "format": FORMAT,
@@ -272,7 +248,7 @@ def make_checkpoint(state: FitState, cbs: CallbackHandler | None,
         "recorder": None if rec is None else _plain(rec.state_dict(), "recorder"),
         "callbacks": {k: _plain(cb.state_dict(), f"callback {k}")
                       for k, cb in _callback_states(cbs).items()},
-        "rng": _rng_states(),
+        "rng": get_rng_states(),
         "loader": _plain(dl.state_dict(), "loader") if callable(getattr(dl, "state_dict", None))
         else None,
     }
@@ -323,17 +299,6 @@ def _load_newest(directory: Path, prefix: str | None) -> tuple[Path, dict]:
             )
         return p, ckpt
     raise CheckpointError(f"no loadable checkpoint in {directory}: " + "; ".join(errors))
-
-
-def _check_optimizer(opt: torch.optim.Optimizer, sd: dict, path: Path) -> None:
-    groups = sd.get("param_groups", [])
-    ours = [len(g["params"]) for g in opt.param_groups]
-    theirs = [len(g.get("params", ())) for g in groups]
-    if ours != theirs:
-        raise CheckpointError(
-            f"{path}: the optimiser state has {len(theirs)} parameter group(s) of sizes {theirs}, "
-            f"but this optimiser has {len(ours)} of sizes {ours}"
-        )
 
 
 def restore_checkpoint(resume, state: FitState, cbs: CallbackHandler) -> Path | None:
@@ -391,7 +356,7 @@ def _apply(ckpt: dict, state: FitState, cbs: CallbackHandler, path: Path) -> Non
             f"{path} was saved with {ckpt['n_batches']} batches per epoch, but this data has "
             f"{state.n_batches}: resuming needs the same training data and batch size"
         )
-    _check_optimizer(state.opt, ckpt["opt"], path)
+    check_opt_state(state.opt, ckpt["opt"], path)
     model = unwrap(state.model)
     load_model_state(model, ckpt["model"], path)  # checks keys and shapes before loading
     try:
@@ -413,4 +378,4 @@ def _apply(ckpt: dict, state: FitState, cbs: CallbackHandler, path: Path) -> Non
     dl = getattr(state.data, "trn_dl", None)
     if ckpt.get("loader") is not None and callable(getattr(dl, "load_state_dict", None)):
         dl.load_state_dict(ckpt["loader"])
-    _set_rng_states(ckpt["rng"])
+    set_rng_states(ckpt["rng"])

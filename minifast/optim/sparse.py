@@ -30,7 +30,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .optim import optimizer_target
+from .hypers import optimizer_target
 
 __all__ = [
     "LazyAdam",

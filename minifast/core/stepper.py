@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import torch
 
-from .callbacks import CallbackHandler
-from .distributed import unwrap
+from ..runtime.modules import eval_mode, unwrap
+from .events import CallbackHandler
 
 __all__ = ["Stepper", "NonFiniteLossError", "check_output_shape"]
 
@@ -113,7 +113,7 @@ class Stepper:
         gradient holds, the rows of this batch: decaying the whole table would cost what
         sparse gradients save (see minifast.sparse)."""
         groups = [g for g in self.opt.param_groups if g.get("decoupled_wd")]
-        if groups:  # entering no_grad costs ~10 µs a step: only when there is decay to do
+        if groups:  # entering no_grad has a cost per step: only when there is decay to do
             with torch.no_grad():
                 self._decay(groups)
 
@@ -133,15 +133,9 @@ class Stepper:
                         rows = p.grad.indices()[0]
                         p.index_copy_(0, rows, p.index_select(0, rows).mul_(f))
 
-    @torch.no_grad()
     def evaluate(self, xs, y) -> tuple[torch.Tensor, torch.Tensor]:
         """Predictions and loss for one batch, without gradients, in eval mode."""
-        was_training = self.model.training
-        if was_training:
-            self.model.eval()
-        try:  # the bare module: a DDP wrapper could sync buffers, and ranks' val shards differ
+        # the bare module: a DDP wrapper could sync buffers, and ranks' val shards differ
+        with eval_mode(self.model):
             out = unwrap(self.model)(*xs)
             return out, self.loss(out, y)
-        finally:
-            if was_training:
-                self.model.train()

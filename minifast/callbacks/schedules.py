@@ -25,22 +25,32 @@ functions of `t`:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
-from .callbacks import Callback, Recorder
-from .optim import get_lrs, set_lrs, set_moms
+from .. import plots
+from ..checks import (
+    check_cycle_mult,
+    check_lrs,
+    check_moms,
+    optional_positive_int,
+    positive_int,
+)
+from ..core.events import Callback
+from ..curves import (
+    clr_mom,
+    clr_mult,
+    cycle_position,
+    lr_suggestion,
+    one_cycle_mom,
+    one_cycle_mult,
+    sgdr_mult,
+    sum_geom,
+)
+from ..optim.hypers import get_lrs, set_lrs, set_moms
+from .recording import Recorder
 
 __all__ = [
-    "sum_geom",
-    "cycle_position",
-    "sgdr_mult",
-    "clr_mult",
-    "clr_mom",
-    "one_cycle_mult",
-    "one_cycle_mom",
-    "lr_suggestion",
     "LR_Updater",
     "ConstantLR",
     "CosAnneal",
@@ -48,127 +58,10 @@ __all__ = [
     "OneCycle",
     "CircularLR_beta",
     "LR_Finder",
+    "make_schedule",
 ]
 
 LRs = float | Sequence[float]
-
-
-# ----------------------------------------------------------------------------------------
-# Pure functions of the iteration
-
-
-def sum_geom(a: int, r: int, n: int) -> int:
-    """`a + a*r + ... + a*r**(n-1)`: the number of epochs of `n` cycles of `a` epochs, each
-    `r` times longer than the last (fastai v0.7's `sum_geom`)."""
-    return a * n if r == 1 else a * (r**n - 1) // (r - 1)
-
-
-def cycle_position(t: int, nb: int, cycle_mult: int = 1) -> tuple[int, int, int]:
-    """`(cycle, t_in_cycle, cycle_length)` of iteration `t` for cycles of `nb`, `nb*mult`, ..."""
-    if nb <= 0:
-        raise ValueError(f"a cycle must have at least one batch, got nb={nb}")
-    if cycle_mult == 1:
-        k, t_c = divmod(t, nb)
-        return k, t_c, nb
-    k, start = 0, 0
-    while t >= start + nb:  # O(log t) cycles when cycle_mult >= 2
-        start += nb
-        nb *= cycle_mult
-        k += 1
-    return k, t - start, nb
-
-
-def sgdr_mult(t: int, nb: int, cycle_mult: int = 1) -> float:
-    """SGDR (cosine annealing with warm restarts) as a fraction of the base LR at iteration `t`.
-
-    fastai v0.7's `CosAnneal.calc_lr`: `1/100` while `t < nb/20` (first cycle only), else
-    `(1 + cos(pi * t_c / nb_c)) / 2`. (v0.7 compared the global iteration with the *current*
-    cycle's `nb/20`, which only differs from this for `cycle_mult >= 20`.)
-    """
-    if t < nb / 20:
-        return 0.01
-    _, t_c, nb_c = cycle_position(t, nb, cycle_mult)
-    return (math.cos(math.pi * t_c / nb_c) + 1) / 2
-
-
-def clr_mult(t: int, nb: int, div: float = 4, cut_div: float = 8, cycle_mult: int = 1) -> float:
-    """Cyclical (triangular, skewed) LR as a fraction of the base LR (v0.7 `CircularLR`)."""
-    _, t_c, nb_c = cycle_position(t, nb, cycle_mult)
-    cut = max(1, int(nb_c // cut_div))
-    pct = 1 - (t_c - cut) / (nb_c - cut) if t_c > cut else t_c / cut
-    return (1 + pct * (div - 1)) / div
-
-
-def clr_mom(t: int, nb: int, moms: tuple[float, float], cut_div: float = 8,
-            cycle_mult: int = 1) -> float:
-    """Momentum of `CircularLR`, opposite to its LR: `moms[0]` -> `moms[1]` at the LR peak ->
-    back towards `moms[0]`."""
-    _, t_c, nb_c = cycle_position(t, nb, cycle_mult)
-    cut = max(1, int(nb_c // cut_div))
-    pct = (t_c - cut) / (nb_c - cut) if t_c > cut else 1 - t_c / cut
-    return moms[1] + pct * (moms[0] - moms[1])
-
-
-def _one_cycle_half(nb: int, pct: float) -> int:
-    return max(1, int(nb * (1 - pct / 100) / 2))
-
-
-def one_cycle_mult(t: int, nb: int, div: float = 10, pct: float = 10, cycle_mult: int = 1) -> float:
-    """One-cycle LR as a fraction of the base LR (v0.7 `CircularLR_beta`; `pct` in percent)."""
-    _, t_c, nb_c = cycle_position(t, nb, cycle_mult)
-    c = _one_cycle_half(nb_c, pct)
-    if t_c > 2 * c:
-        p = (t_c - 2 * c) / (nb_c - 2 * c)
-        return (1 + p * (1 - 100) / 100) / div
-    p = 1 - (t_c - c) / c if t_c > c else t_c / c
-    return (1 + p * (div - 1)) / div
-
-
-def one_cycle_mom(t: int, nb: int, moms: tuple[float, float], pct: float = 10,
-                  cycle_mult: int = 1) -> float:
-    """One-cycle momentum, opposite to the LR: `moms[0]` (max) -> `moms[1]` (min) at the LR
-    peak -> `moms[0]`, then `moms[0]` during the final annealing."""
-    _, t_c, nb_c = cycle_position(t, nb, cycle_mult)
-    c = _one_cycle_half(nb_c, pct)
-    if t_c > 2 * c:
-        return moms[0]
-    p = 1 - (t_c - c) / c if t_c > c else t_c / c
-    return moms[0] + p * (moms[1] - moms[0])
-
-
-def lr_suggestion(lrs: Sequence[float], losses: Sequence[float], n_skip: int = 10,
-                  n_skip_end: int = 5) -> float | None:
-    """The LR where the smoothed loss falls fastest: the steepest descent of loss vs log(lr).
-
-    The first `n_skip` and last `n_skip_end` points are dropped (the start is noisy, the end
-    diverges), as is everything after the loss's minimum (past it the loss only rises). The
-    slope at each point is taken over a window of +-`k` points (`k` = a tenth of the points
-    left, at least 1): `(loss[i+k] - loss[i-k]) / (log lr[i+k] - log lr[i-k])`, which a
-    batch's noise cannot dominate the way a point-to-point difference can; the LR at the most
-    negative slope is returned. With too few points the skipping is relaxed; with fewer than
-    two usable points, None.
-    """
-    lrs, losses = np.asarray(lrs, np.float64), np.asarray(losses, np.float64)
-    keep = np.isfinite(losses) & (lrs > 0)
-    lrs, losses = lrs[keep], losses[keep]
-    if len(lrs) - n_skip - n_skip_end >= 3:
-        lrs, losses = lrs[n_skip: len(lrs) - n_skip_end], losses[n_skip: len(losses) - n_skip_end]
-    if len(lrs) < 2:
-        return None
-    lo = int(np.argmin(losses))
-    if lo >= 1:
-        lrs, losses = lrs[: lo + 1], losses[: lo + 1]
-    log_lrs = np.log(lrs)
-    if np.ptp(log_lrs) == 0:
-        return float(lrs[0])
-    n = len(lrs)
-    k = max(1, n // 10)
-    i = np.arange(n)
-    lo, hi = np.maximum(i - k, 0), np.minimum(i + k, n - 1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slopes = (losses[hi] - losses[lo]) / (log_lrs[hi] - log_lrs[lo])
-    slopes = np.where(np.isfinite(slopes), slopes, np.inf)
-    return float(lrs[int(np.argmin(slopes))])
 
 
 def _scale(lrs: LRs, m: float):
@@ -192,7 +85,7 @@ class LR_Updater(Callback):
     order = -10  # before user callbacks (order 0), so they see this batch's LR
 
     def __init__(self, lrs: LRs | None = None, on_cycle_end: Callable | None = None):
-        self.lrs = _check_lrs(lrs)
+        self.lrs = check_lrs(lrs)
         self.on_cycle_end = on_cycle_end
         self.recorder: Recorder | None = None
 
@@ -226,8 +119,7 @@ class LR_Updater(Callback):
     def on_train_begin(self) -> None:
         if self.lrs is None:
             self.lrs = get_lrs(self.state.opt)
-        cbs = getattr(self.state.stepper, "cbs", None)
-        self.recorder = cbs.find(Recorder) if cbs is not None else None
+        self.recorder = getattr(self.state, "recorder", None)
 
     def on_batch_begin(self) -> None:
         t = self.state.iteration
@@ -250,54 +142,11 @@ class LR_Updater(Callback):
 
     def plot_lr(self):
         """LR (and momentum, when cycled) vs iteration of the last run; returns the figure."""
-        from .plots import plot_lr
-
-        return plot_lr(self._need_recorder())
+        return plots.plot_lr(self._need_recorder())
 
     def plot_loss(self, n_skip: int = 0, n_skip_end: int = 0):
         """Raw and smoothed training loss vs iteration of the last run; returns the figure."""
-        from .plots import plot_loss
-
-        return plot_loss(self._need_recorder(), n_skip, n_skip_end)
-
-
-def _check_lrs(lrs):
-    if lrs is None:
-        return None
-    try:
-        arr = np.asarray(lrs, dtype=np.float64)
-    except (TypeError, ValueError):
-        arr = None
-    if arr is None or arr.ndim > 1 or arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise ValueError(f"learning rates must be finite numbers >= 0, got {lrs!r}")
-    return float(arr) if arr.ndim == 0 else [float(v) for v in arr]
-
-
-def _check_nb(nb, name: str = "nb") -> int | None:
-    if nb is None:
-        return None
-    if isinstance(nb, bool) or not isinstance(nb, (int, np.integer)) or nb <= 0:
-        raise ValueError(f"{name} (batches per cycle) must be a positive integer, got {nb!r}")
-    return int(nb)
-
-
-def _check_cycle_mult(cycle_mult) -> int:
-    if isinstance(cycle_mult, bool) or not isinstance(cycle_mult, (int, float, np.integer)):
-        raise ValueError(f"cycle_mult must be an integer >= 1, got {cycle_mult!r}")
-    if cycle_mult < 1:
-        raise ValueError(f"cycle_mult must be >= 1 (each cycle as long or longer than the last), got {cycle_mult}")
-    if cycle_mult != int(cycle_mult):
-        raise ValueError(f"cycle_mult must be a whole number so cycles end on batch boundaries, got {cycle_mult}")
-    return int(cycle_mult)
-
-
-def _check_moms(moms) -> tuple[float, float] | None:
-    if moms is None:
-        return None
-    moms = tuple(float(m) for m in moms)
-    if len(moms) != 2 or not all(0 <= m < 1 for m in moms):
-        raise ValueError(f"moms must be (max_mom, min_mom), each in [0, 1), got {moms}")
-    return moms
+        return plots.plot_loss(self._need_recorder(), n_skip, n_skip_end)
 
 
 class ConstantLR(LR_Updater):
@@ -316,13 +165,13 @@ class _Cyclic(LR_Updater):
     def __init__(self, nb: int | None, cycle_mult: int = 1, lrs: LRs | None = None,
                  on_cycle_end: Callable | None = None, cycle_len: int | None = None):
         super().__init__(lrs, on_cycle_end)
-        self.nb = _check_nb(nb)
-        self.cycle_mult = _check_cycle_mult(cycle_mult)
-        self.cycle_len = _check_nb(cycle_len, "cycle_len")
+        self.nb = optional_positive_int(nb, "nb", "batches per cycle")
+        self.cycle_mult = check_cycle_mult(cycle_mult)
+        self.cycle_len = optional_positive_int(cycle_len, "cycle_len", "batches per cycle")
 
     def on_train_begin(self) -> None:
         if self.cycle_len is not None or self.nb is None:
-            per_epoch = _check_nb(self.state.n_batches, "batches per epoch")
+            per_epoch = positive_int(self.state.n_batches, "batches per epoch", "batches per cycle")
             self.nb = per_epoch * (self.cycle_len or 1)
         super().on_train_begin()
 
@@ -354,7 +203,7 @@ class CircularLR(_Cyclic):
         super().__init__(nb, cycle_mult, lrs, on_cycle_end, cycle_len)
         if not div >= 1 or not cut_div > 0:
             raise ValueError(f"CircularLR needs div >= 1 and cut_div > 0, got div={div}, cut_div={cut_div}")
-        self.div, self.cut_div, self.moms = div, cut_div, _check_moms(moms)
+        self.div, self.cut_div, self.moms = div, cut_div, check_moms(moms)
 
     def lr_mult(self, t: int) -> float:
         return clr_mult(t, self.nb, self.div, self.cut_div, self.cycle_mult)
@@ -378,7 +227,7 @@ class OneCycle(_Cyclic):
             raise ValueError(f"OneCycle needs div >= 1, got {div}")
         if not 0 <= pct < 100:
             raise ValueError(f"OneCycle's pct is a percentage in [0, 100), got {pct}")
-        self.div, self.pct, self.moms = div, pct, _check_moms(moms)
+        self.div, self.pct, self.moms = div, pct, check_moms(moms)
 
     def lr_mult(self, t: int) -> float:
         return one_cycle_mult(t, self.nb, self.div, self.pct, self.cycle_mult)
@@ -406,7 +255,7 @@ class LR_Finder(LR_Updater):
     def __init__(self, num_it: int, end_lr: float = 10, lrs: LRs | None = None,
                  linear: bool = False, stop_div: bool = True):
         super().__init__(lrs)
-        self.num_it = _check_nb(num_it, "num_it")
+        self.num_it = positive_int(num_it, "num_it", "batches per cycle")
         if not (isinstance(end_lr, (int, float)) and end_lr > 0 and math.isfinite(end_lr)):
             raise ValueError(f"end_lr must be a positive number, got {end_lr!r}")
         self.end_lr, self.linear, self.stop_div = float(end_lr), linear, stop_div
@@ -449,6 +298,59 @@ class LR_Finder(LR_Updater):
 
     def plot(self, n_skip: int = 10, n_skip_end: int = 5, suggestion: bool = True):
         """Smoothed loss vs LR (log axis), the suggested LR marked; returns the figure."""
-        from .plots import plot_lr_find
+        return plots.plot_lr_find(self, n_skip=n_skip, n_skip_end=n_skip_end, suggestion=suggestion)
 
-        return plot_lr_find(self, n_skip=n_skip, n_skip_end=n_skip_end, suggestion=suggestion)
+
+def _clr_args(args, name: str, form: str, has_momentum: bool):
+    args = list(args)
+    if len(args) not in (2, 4) or not all(isinstance(a, (int, float)) for a in args):
+        raise ValueError(f"{name} must be {form}, got {tuple(args)}")
+    moms = tuple(args[2:]) or None
+    if moms is not None and not has_momentum:
+        warnings.warn(f"{name}: this optimiser has no momentum to cycle; momenta ignored",
+                      UserWarning, stacklevel=4)
+    return args[0], args[1], moms
+
+
+def make_schedule(lrs: LRs, n_cycle: int, n_batches: int, cycle_len: int | None = None,
+                  cycle_mult: int = 1, use_clr: Sequence[float] | None = None,
+                  use_clr_beta: Sequence[float] | None = None,
+                  on_cycle_end: Callable | None = None,
+                  has_momentum: bool = True) -> tuple[int, LR_Updater]:
+    """fastai v0.7's choice of schedule for `fit(lrs, n_cycle, cycle_len=..., ...)`:
+    `(n_epochs, schedule)`.
+
+    Without `cycle_len`: `n_cycle` epochs of `ConstantLR` (`cycle_mult` ignored, with a
+    warning). With it: `sum_geom(cycle_len, cycle_mult, n_cycle)` epochs of `CosAnneal`
+    (SGDR), or `CircularLR` with `use_clr=(div, cut_div[, max_mom, min_mom])`, or `OneCycle`
+    with `use_clr_beta=(div, pct[, max_mom, min_mom])`; every cycle `cycle_mult` times longer
+    than the last. `n_batches`: training batches per epoch. `has_momentum=False` warns that
+    cycled momenta will be ignored.
+    """
+    n_cycle = positive_int(n_cycle, "n_cycle")
+    cycle_mult = check_cycle_mult(cycle_mult)
+    if use_clr is not None and use_clr_beta is not None:
+        raise ValueError("pass use_clr or use_clr_beta, not both")
+    if cycle_len is None:
+        for arg, val in (("use_clr", use_clr), ("use_clr_beta", use_clr_beta)):
+            if val is not None:
+                raise ValueError(f"{arg} needs cycle_len (the epochs of one cycle)")
+        if cycle_mult != 1:
+            warnings.warn(
+                f"cycle_mult={cycle_mult} is ignored without cycle_len: training "
+                f"{n_cycle} epoch(s) at a constant learning rate", UserWarning, stacklevel=3)
+        return n_cycle, ConstantLR(lrs)
+    cycle_len = positive_int(cycle_len, "cycle_len")
+    # nb is provisional: the schedule recounts it from cycle_len and the batches per epoch
+    # fit actually runs (a rank's share under DDP, known once fit has sharded the loader)
+    nb, kw = n_batches * cycle_len, {"cycle_len": cycle_len}
+    n_epochs = sum_geom(cycle_len, cycle_mult, n_cycle)
+    if use_clr is not None:
+        div, cut_div, moms = _clr_args(use_clr, "use_clr", "(div, cut_div[, max_mom, min_mom])",
+                                       has_momentum)
+        return n_epochs, CircularLR(nb, div, cut_div, moms, cycle_mult, lrs, on_cycle_end, **kw)
+    if use_clr_beta is not None:
+        div, pct, moms = _clr_args(use_clr_beta, "use_clr_beta", "(div, pct[, max_mom, min_mom])",
+                                   has_momentum)
+        return n_epochs, OneCycle(nb, div, pct, moms, cycle_mult, lrs, on_cycle_end, **kw)
+    return n_epochs, CosAnneal(nb, cycle_mult, lrs, on_cycle_end, **kw)

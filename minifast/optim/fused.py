@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from .optim import optimizer_target
+from .hypers import optimizer_target
 
 __all__ = ["FUSABLE", "build_optimizer", "fused_supported"]
 

@@ -1,0 +1,37 @@
+"""The callbacks floor, one file per family: recording (`Recorder`, `Printer`,
+`ProgressBar`, `CSVLogger`), tracking (`EarlyStopping`, `SaveBestModel`), schedules
+(`LR_Updater` ... `LR_Finder`) and checkpoints (`Checkpoint`, exact resume).
+
+The events and the `Callback` base are the core's (`minifast.core.events`) and are
+re-exported here, so `from minifast.callbacks import Callback` works.
+"""
+
+from ..core.events import EVENTS, Callback, CallbackHandler, StopTraining
+from .checkpoint import (
+    Checkpoint,
+    find_checkpoints,
+    load_checkpoint,
+    make_checkpoint,
+    restore_checkpoint,
+)
+from .recording import CSVLogger, Printer, ProgressBar, Recorder, format_time
+from .schedules import (
+    CircularLR,
+    CircularLR_beta,
+    ConstantLR,
+    CosAnneal,
+    LR_Finder,
+    LR_Updater,
+    OneCycle,
+    make_schedule,
+)
+from .tracking import EarlyStopping, SaveBestModel
+
+__all__ = [
+    "EVENTS", "Callback", "CallbackHandler", "StopTraining",
+    "Checkpoint", "find_checkpoints", "load_checkpoint", "make_checkpoint", "restore_checkpoint",
+    "CSVLogger", "Printer", "ProgressBar", "Recorder", "format_time",
+    "CircularLR", "CircularLR_beta", "ConstantLR", "CosAnneal", "LR_Finder", "LR_Updater",
+    "OneCycle", "make_schedule",
+    "EarlyStopping", "SaveBestModel",
+]

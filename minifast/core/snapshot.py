@@ -1,0 +1,53 @@
+"""An in-memory snapshot of what a trial run changes (the model's weights and mode, the
+optimiser's state, every RNG, the training loader's epoch), to put it all back after, as
+`lr_find` does."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from attrs import define
+
+from ..runtime.modules import unwrap
+from ..runtime.rng import get_rng_states, set_rng_states
+
+__all__ = ["TrainingSnapshot"]
+
+
+@define
+class TrainingSnapshot:
+    """`TrainingSnapshot.take(model, opt, dl)` copies the state; `.restore()` puts it back."""
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    dl: Any
+    weights: dict
+    opt_state: dict
+    training: bool
+    rng: dict
+    dl_state: dict | None
+
+    @classmethod
+    def take(cls, model: torch.nn.Module, opt: torch.optim.Optimizer, dl) -> TrainingSnapshot:
+        """A copy of the model's weights and mode, the optimiser state, the RNGs and `dl`'s
+        `state_dict()` (when it has one)."""
+        m = unwrap(model)
+        return cls(
+            model=m, opt=opt, dl=dl,
+            weights={k: v.detach().clone() for k, v in m.state_dict().items()},
+            opt_state=copy.deepcopy(opt.state_dict()),
+            training=m.training,
+            rng=get_rng_states(),
+            dl_state=copy.deepcopy(dl.state_dict()) if hasattr(dl, "state_dict") else None,
+        )
+
+    def restore(self) -> None:
+        """Put everything back as it was when the snapshot was taken."""
+        self.model.load_state_dict(self.weights)
+        self.opt.load_state_dict(self.opt_state)
+        self.model.train(self.training)
+        set_rng_states(self.rng)
+        if self.dl_state is not None:
+            self.dl.load_state_dict(self.dl_state)
