@@ -1,8 +1,9 @@
 """Data: validation splits, a loader that batches whole tensors by index, and ModelData.
 
-The loader never touches single rows from Python: an epoch is one permutation of the row
-indices, and a batch is `tensor[perm[i:i+bs]]` for each column tensor. That is what makes
-it 20-100x cheaper than `torch.utils.data.DataLoader` with default collate on tabular data.
+`ArrayLoader` never touches single rows from Python: an epoch is one permutation of the row
+indices, and a batch is `tensor[perm[i:i+bs]]` for each column tensor, which is what makes
+it much cheaper than `torch.utils.data.DataLoader`'s per-row collate on tabular data (see the
+docs' Performance page).
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ class ArrayLoader:
             parts = perm.split(self.batch_size)[start:n]
         else:
             parts = (perm[slice(*self.bounds(i))] for i in range(start, n))
-        # index_select is ~2 µs cheaper a column than t[idx]; a zero-width column (e.g. conts
+        # index_select is cheaper per column than t[idx]; a zero-width column (e.g. conts
         # of a model with none) needs no gather at all: a [rows, 0] view of it is the batch.
         cols = [(t, t.ndim == 2 and t.shape[1] == 0) for t in self.tensors]
         for idx in parts:

@@ -1,18 +1,17 @@
 """Fused optimiser kernels by default: `build_optimizer(opt_fn, param_groups, fused=None)`.
 
-`torch.optim.Adam` on CPU defaults to its per-tensor ("for-loop") implementation: about a
-dozen separate passes over every parameter per step (moments, bias corrections, sqrt,
-division, update), each reading and writing the whole embedding tables. `fused=True` does
-the same arithmetic in one pass per tensor (one multithreaded kernel), which on lesson 5's
-EmbeddingDotBias is most of a step (see docs/performance.md for the figures). torch only
-makes it the default on some GPUs; the `Learner` makes it the default wherever this torch
-supports it, for `torch.optim.Adam` and `AdamW`, whether given as `opt_fn` or by default.
+`torch.optim.Adam` on CPU defaults to its per-tensor ("for-loop") implementation, a dozen
+separate passes over every parameter per step; `fused=True` does the same arithmetic in one
+pass per tensor. torch makes it the default only on some GPUs; the `Learner` makes it the
+default wherever this torch supports it, for `torch.optim.Adam` and `AdamW`, whether given as
+`opt_fn` or by default.
 
 It is the same algorithm (same hyper-parameters, state and `state_dict`), not bit-identical
 to the for-loop version: the order of floating-point operations differs, so results agree
 to float32 rounding. `Learner(..., fused=False)` keeps torch's default implementation;
 `fused=True` insists (an error where unsupported). An `opt_fn` that already chooses
-(`partial(optim.Adam, fused=False)`, `foreach=...`) is left alone.
+(`partial(optim.Adam, fused=False)`, `foreach=...`) is left alone. Figures: the docs'
+Performance page, "Fused Adam".
 """
 
 from __future__ import annotations

@@ -1,24 +1,21 @@
 """Sparse embedding gradients, and `LazyAdam`, an Adam that updates only the rows in a batch.
 
-With dense gradients every optimiser step touches every row of every embedding: Adam reads
-and writes the weights and both moments of all 497k parameters of lesson 5's model for a
-batch that uses 64 users and 64 movies. With `nn.Embedding(..., sparse=True)` the gradient
-is a sparse tensor holding just the rows in the batch, and an optimiser that takes sparse
-gradients updates just those rows: a step costs O(batch), not O(table).
+With dense gradients every optimiser step reads and writes every row of every embedding and
+its moments, for a batch that uses a few of them. With `nn.Embedding(..., sparse=True)` the
+gradient holds just the batch's rows, and an optimiser that takes sparse gradients updates
+just those rows: a step costs O(batch), not O(table).
 
-The trade-offs (measured in docs/performance.md):
+The trade-offs (measured on the docs' Performance page, "Sparse embeddings"):
 
 - Lazy moments. A row's Adam moments advance only when the row is in a batch (as
   `torch.optim.SparseAdam` and TensorFlow's LazyAdam do), with the bias correction of the
-  global step. Dense Adam also decays the moments of absent rows and keeps moving them with
-  their stale momentum; the lazy version does not.
-- Weight decay. `LazyAdam(weight_decay=wd)` adds the L2 gradient `wd * row` only to the rows
-  in the batch, so a row is regularised each time it is seen: frequent rows more, rare rows
-  less (the classic per-rating regularisation of matrix factorisation, e.g. Funk SVD).
-  Dense L2 decays every row every step. The decoupled decay (`Learner.fit(...,
-  use_wd_sched=True)`) likewise shrinks only the rows in the batch (see `Stepper`).
-  `torch.optim.SparseAdam` has no weight decay, SGD and Adagrad refuse it with sparse
-  gradients: the Learner refuses those combinations with an error instead of ignoring `wds`.
+  global step; dense Adam also decays the moments of absent rows.
+- Weight decay. `LazyAdam(weight_decay=wd)` adds the L2 gradient only to the rows in the
+  batch, so a row is regularised each time it is seen (the classic per-rating
+  regularisation of matrix factorisation). The decoupled decay (`use_wd_sched=True`) likewise
+  shrinks only the batch's rows (see `Stepper`). `SparseAdam` has no weight decay, SGD and
+  Adagrad refuse it with sparse gradients: the Learner refuses those combinations instead
+  of ignoring `wds`.
 - Gradient-norm clipping does not take sparse gradients (torch has no norm for them).
 """
 

@@ -1,27 +1,18 @@
 """Flush denormal floats to zero on CPU, on every thread that does the arithmetic.
 
-Why. Floats smaller than ~1.2e-38 (float32) are *denormal* ("subnormal"): x86 CPUs compute
-with them up to ~50x slower. Training embeddings with Adam and L2 weight decay produces them
-in bulk: every row of an embedding gets the decay's gradient every step, Adam shrinks rows
-that the data rarely touches geometrically, and after about a thousand steps their weights
-and second moments are denormal. Setting the CPU's flush-to-zero (FTZ) and
-denormals-are-zero (DAZ) modes makes such values exactly 0 instead; only numbers below
-~1e-38 change, which no model's output can tell apart from zero.
+Floats below float32's smallest normal number are *denormal*, and x86 CPUs compute with them
+far more slowly; training embeddings with Adam and L2 weight decay produces them in bulk in
+rows the data rarely touches. The CPU's flush-to-zero / denormals-are-zero modes make such
+values exactly 0, which no model's output can tell apart.
 
-The catch. `torch.set_flush_denormal(True)` sets the mode on the *calling thread only*
-(it is a bit of the thread's MXCSR register). PyTorch's CPU kernels run on an OpenMP thread
-pool whose worker threads copy the mode of the thread that creates them, once, when they are
-created -- normally at the first parallel operation of the process, long before training.
-After that, setting the mode in the main thread leaves the workers computing with
-denormals (with 2 threads, half of each fused-Adam step). `flush_denormal` therefore also
-runs a tiny OpenMP parallel region through torch's own libgomp (found in the process's
-memory map, called through `ctypes`) in which every worker sets the mode itself, checks that
-it took, and later restores exactly what it had. Where that is not possible (a torch built
-without OpenMP, a platform without `/proc/self/maps`, a CPU without FTZ) it falls back to
-the calling thread alone and says so in the returned `FlushState`; nothing is raised.
-
-`fit` uses it by default when the model is on the CPU (`fit(..., flush_denormal=False)` turns
-it off); the previous state of every thread is restored when `fit` returns.
+`torch.set_flush_denormal(True)` sets the mode on the calling thread only, while PyTorch's
+CPU kernels run on an OpenMP pool whose workers copied the mode once, when they were created.
+`flush_denormal` therefore also runs a tiny parallel region through torch's own libgomp in
+which every worker sets the mode itself, checks it took, and later restores what it had.
+Where that is not possible it falls back to the calling thread and says so in the returned
+`FlushState`; nothing is raised. `fit` uses it by default when the model is on the CPU
+(`fit(..., flush_denormal=False)` turns it off) and restores every thread's mode after. Why
+and how much, measured: the docs' Performance page, "Denormals".
 """
 
 from __future__ import annotations

@@ -1,33 +1,19 @@
 """Keep glibc's malloc from handing a training step's buffers back to the kernel every step.
 
-Why. Every step of a model with dense embedding gradients frees and allocates the same large
-buffers: each table's gradient (1.9 MB for ml-latest-small's 9,724 items x 50 factors), and
-with torch's default (for-loop) Adam a few temporaries of the same size per table. PyTorch
-gets CPU memory from the C library's `malloc`. glibc adapts two thresholds as a process runs:
-a block of at least `M_MMAP_THRESHOLD` gets a fresh `mmap` of its own (128 kB at start,
-raised to the size of each such block freed, up to 32 MB), and free memory at the top of the
-heap beyond `M_TRIM_THRESHOLD` (twice the former) is given back to the kernel. Which of
-those a step's buffers hit depends on the allocation history, so in some processes they go
-back to the kernel every step and return as freshly zeroed pages, one page fault per 4 kB:
-measured on ml-latest-small (bs 64, 2 threads, `benchmarks/page_faults.py`), 1,200-1,400
-page faults and ~2,700 µs a step with torch's default Adam instead of under 1 and ~750 µs;
-with fused Adam, some runs had 12-90 page faults and +15-45 % a step (the
-documentation's Performance page, "Page faults").
+Every step frees and allocates the same large buffers (each embedding table's gradient, the
+optimiser's temporaries). glibc adapts its mmap and trim thresholds as a process runs, and
+depending on that history a step's buffers can go back to the kernel every step and return as
+freshly zeroed pages: page faults that cost more than the arithmetic. `keep_freed_memory()`
+(`set_malloc_thresholds()`) fixes both thresholds at the top of glibc's own adaptive range
+(`MMAP_THRESHOLD`, `TRIM_THRESHOLD`), so those buffers stay in the heap for the next step;
+`fit` calls it by default when the model is on the CPU (`fit(..., keep_freed_memory=False)`
+leaves malloc alone). `release_freed_memory()` (`malloc_trim(0)`) gives the heap's free
+memory back when a process is done training.
 
-What. `keep_freed_memory()` (`set_malloc_thresholds()`) fixes both thresholds at the top of
-glibc's own adaptive range, 32 MB and 64 MB, where glibc itself settles once the process
-has freed one 32 MB block: blocks under 32 MB come from the heap, and up to 64 MB of freed
-memory stays there for the next step. `fit` calls it by default when the model is on the CPU
-(`fit(..., keep_freed_memory=False)` leaves malloc alone). `release_freed_memory()`
-(`malloc_trim(0)`) gives the heap's free memory back to the system, for when a process is
-done training and wants its footprint small; `fit` does not call it (it costs milliseconds,
-and the next run would fault the memory back in).
-
-The catch. glibc can neither report its thresholds nor return to adapting them once they
-are set, so they stay set for the rest of the process. What that costs is bounded: at most
-64 MB of free memory at the top of the heap is kept instead of being trimmed, and blocks of
-128 kB to 32 MB that glibc's adaptation had not yet moved into the heap live there. Where the C
-library is not glibc (macOS, Windows, musl) nothing is changed and the functions return False.
+The catch: glibc can neither report its thresholds nor go back to adapting them, so they stay
+set for the rest of the process (the memory that costs is bounded by `TRIM_THRESHOLD`).
+Where the C library is not glibc nothing is changed and the functions return False. The
+measurements are on the docs' Performance page, "Page faults".
 """
 
 from __future__ import annotations
@@ -83,8 +69,8 @@ def release_freed_memory() -> bool:
 
 
 def keep_freed_memory(enabled: bool = True) -> bool:
-    """From now on, keep freed buffers under 32 MB in the heap for reuse, and up to 64 MB of
-    free memory before glibc trims the heap (see the module docstring). `enabled=False` does
+    """From now on, keep freed buffers under `MMAP_THRESHOLD` in the heap for reuse, and up to
+    `TRIM_THRESHOLD` of free memory before glibc trims the heap (see the module docstring). `enabled=False` does
     nothing, so callers can write `keep_freed_memory(cond)`. Returns whether glibc's
     thresholds are set."""
     return set_malloc_thresholds() if enabled else False
