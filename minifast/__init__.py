@@ -19,6 +19,7 @@ from .callbacks import (
     Printer,
     ProgressBar,
     Recorder,
+    ReduceLROnPlateau,
     SaveBestModel,
 )
 from .callbacks.checkpoint import Checkpoint, find_checkpoints, load_checkpoint, restore_checkpoint
@@ -83,7 +84,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EVENTS", "Callback", "CallbackHandler", "CSVLogger", "EarlyStopping", "Printer",
-    "ProgressBar", "Recorder", "SaveBestModel", "StopTraining",
+    "ProgressBar", "Recorder", "ReduceLROnPlateau", "SaveBestModel", "StopTraining",
     "ArrayLoader", "ColumnarModelData", "ModelData", "check_batch_size", "check_val_idxs", "get_cv_idxs",
     "split_by_idx", "T", "as_tensor", "default_device", "to_device", "FitResult", "fit", "predict",
     "validate", "get_lrs", "get_moms", "set_lrs", "set_moms", "set_wds", "load_opt_state", "CheckpointError",

@@ -92,15 +92,11 @@ class _ShardSync(Callback):
         return w * (stop - start) / rows
 
     def on_batch_begin(self) -> None:
-        self.weight = self._step_weight(self.state.batch_idx)
+        self.weight = self.state.loss_weight = self._step_weight(self.state.batch_idx)
 
     def on_backward_begin(self) -> None:
         if self.weight != 1.0:
             self.state.loss_tensor = self.state.loss_tensor * self.weight
-
-    def on_batch_end(self, loss: float) -> None:
-        if self.weight != 1.0:  # the smoothed loss follows from avg_loss
-            self.state.avg_loss += (self.weight - 1.0) * loss * (1 - self.state.avg_mom)
 
     def on_validate_begin(self) -> None:
         s = self.state

@@ -267,7 +267,7 @@ def test_default_cycle_is_one_epoch_and_lrs_default_to_the_optimiser():
     opt = torch.optim.SGD(model.parameters(), lr=0.02)
     sched = CosAnneal(None)
     res = mf.fit(model, data, 2, opt, nn.functional.mse_loss, callbacks=[sched], verbose=False)
-    assert sched.nb == len(data.trn_dl) and sched.lrs == [0.02]
+    assert sched.nb == len(data.trn_dl) and sched.base_lrs == [0.02]
     assert res.recorder.lrs[len(data.trn_dl)] == pytest.approx(0.02)  # restart at epoch 2
 
 

@@ -25,7 +25,7 @@ from .schedules import (
     OneCycle,
     make_schedule,
 )
-from .tracking import EarlyStopping, SaveBestModel
+from .tracking import EarlyStopping, ReduceLROnPlateau, SaveBestModel
 
 __all__ = [
     "EVENTS", "Callback", "CallbackHandler", "StopTraining",
@@ -33,5 +33,5 @@ __all__ = [
     "CSVLogger", "Printer", "ProgressBar", "Recorder", "format_time",
     "CircularLR", "CircularLR_beta", "ConstantLR", "CosAnneal", "LR_Finder", "LR_Updater",
     "OneCycle", "make_schedule",
-    "EarlyStopping", "SaveBestModel",
+    "EarlyStopping", "ReduceLROnPlateau", "SaveBestModel",
 ]

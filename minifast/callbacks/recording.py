@@ -13,7 +13,7 @@ from .. import plots
 from ..core.events import Callback
 from ..runtime.ranks import is_main_process
 
-__all__ = ["Recorder", "Printer", "ProgressBar", "CSVLogger", "format_time"]
+__all__ = ["Recorder", "Printer", "ProgressBar", "CSVLogger", "format_time", "write_line"]
 
 
 def format_time(seconds: float) -> str:
@@ -25,9 +25,12 @@ def format_time(seconds: float) -> str:
 
 
 class Recorder(Callback):
-    """Records per iteration: lrs, raw and smoothed losses; per epoch: vals and times.
+    """Records per iteration: `iterations`, `lrs` and `moms` (first parameter group),
+    `losses` (raw) and `smooth_losses` (what `on_batch_end` received); per epoch: `epochs`
+    (the history rows).
 
-    Always installed by `fit`; the Learner exposes the last one as `learn.sched` / `recorder`.
+    Always installed by `fit`; the Learner's `learn.recorder` is the last one, and
+    `learn.sched` reads it under fastai v0.7's names.
     """
 
     order = -20
@@ -46,8 +49,8 @@ class Recorder(Callback):
         self.iterations.append(s.iteration)
         self.lrs.append(float(g["lr"]))
         self.moms.append(g["betas"][0] if "betas" in g else g.get("momentum"))
-        self.losses.append(loss)
-        self.smooth_losses.append(s.smooth_loss)
+        self.losses.append(s.loss)
+        self.smooth_losses.append(loss)
 
     def on_epoch_end(self, vals: list[float]) -> None:
         self.epochs.append(dict(self.state.history[-1]))
@@ -71,7 +74,8 @@ class Recorder(Callback):
         return plots.plot_lr(self)
 
 
-def _write(line: str) -> None:
+def write_line(line: str) -> None:
+    """Print `line` to stdout without breaking the progress bars (tqdm's `write`)."""
     from tqdm.auto import tqdm
 
     tqdm.write(line, file=sys.stdout)
@@ -82,7 +86,7 @@ class Printer(Callback):
 
     order = 50
 
-    def __init__(self, write=_write):
+    def __init__(self, write=write_line):
         self.write = write
 
     def on_train_begin(self) -> None:

@@ -76,28 +76,41 @@ class LR_Updater(Callback):
     """Base of the schedules: sets `lr_at(t)` (and `mom_at(t)` when it cycles momentum) at
     every `on_batch_begin`, with `t = state.iteration`.
 
-    `lrs`: the base LR, a scalar or one per parameter group; None takes the optimiser's LRs
-    when training begins. `on_cycle_end(sched, cycle)` is called after the last batch of each
-    cycle. After the run, `recorder` is the run's `Recorder`, so `plot_lr()`/`plot_loss()`
-    work on the schedule as they did on v0.7's `learn.sched`.
+    `lrs`: the base LR, a scalar or one per parameter group (kept as `base_lrs`); None takes
+    the optimiser's LRs when training begins. `on_cycle_end(sched, cycle)` is called after
+    the last batch of each cycle.
+
+    A change another callback makes to the optimiser's LR (`set_lrs` at an epoch's end,
+    `ReduceLROnPlateau`) is kept: the schedule multiplies its curve by it from then on (per
+    parameter group, in `scale`, which checkpoints save), instead of overwriting it at the
+    next batch. Changes a callback makes in `on_batch_begin`, after the schedule, last for
+    that batch only.
+
+    After a run the schedule reads like fastai v0.7's `learn.sched` (a `LossRecorder`):
+    `iterations`, `lrs` (the LR of the first parameter group at each iteration), `losses`
+    (the smoothed loss `on_batch_end` received), `plot_loss()`, `plot_lr()`; the whole
+    record (momenta included) is `recorder`.
     """
 
     order = -10  # before user callbacks (order 0), so they see this batch's LR
 
     def __init__(self, lrs: LRs | None = None, on_cycle_end: Callable | None = None):
-        self.lrs = check_lrs(lrs)
+        self.base_lrs = check_lrs(lrs)
         self.on_cycle_end = on_cycle_end
         self.recorder: Recorder | None = None
+        self.scale: list[float] | None = None
+        self.last_lrs: list[float] | None = None
 
     def lr_mult(self, t: int) -> float:
         """The LR at iteration `t` as a fraction of the base LR."""
         return 1.0
 
     def lr_at(self, t: int) -> LRs:
-        """The LR(s) at iteration `t`: the base LR(s) times `lr_mult(t)`."""
-        if self.lrs is None:
+        """The LR(s) of the curve at iteration `t`: the base LR(s) times `lr_mult(t)`
+        (before `scale`)."""
+        if self.base_lrs is None:
             raise ValueError(f"{type(self).__name__} has no base LR yet: pass lrs=...")
-        return _scale(self.lrs, self.lr_mult(t))
+        return _scale(self.base_lrs, self.lr_mult(t))
 
     def mom_at(self, t: int) -> float | None:
         """The momentum at iteration `t`, or None when this schedule leaves momentum alone."""
@@ -108,27 +121,42 @@ class LR_Updater(Callback):
         return None
 
     def state_dict(self) -> dict:
-        """The base LRs: a checkpoint keeps them, since after a resume the optimiser holds the
-        scheduled LR, not the base one that `lrs=None` took from it."""
-        return {"lrs": self.lrs}
+        """The base LRs, the scale other callbacks' changes put on them, and the LRs of the
+        last step: a resumed run continues on exactly the same LRs."""
+        return {"lrs": self.base_lrs, "scale": self.scale, "last_lrs": self.last_lrs}
 
     def load_state_dict(self, sd: dict) -> None:
         """Restore `state_dict()`."""
-        self.lrs = sd["lrs"]
+        self.base_lrs = sd["lrs"]
+        self.scale, self.last_lrs = sd.get("scale"), sd.get("last_lrs")
 
     def on_train_begin(self) -> None:
-        if self.lrs is None:
-            self.lrs = get_lrs(self.state.opt)
+        if self.base_lrs is None:
+            self.base_lrs = get_lrs(self.state.opt)
         self.recorder = getattr(self.state, "recorder", None)
+        if self.state.iteration == 0 or self.scale is None:  # a fresh run (not a resumed one)
+            self.scale = [1.0] * len(self.state.opt.param_groups)
+            self.last_lrs = None
 
     def on_batch_begin(self) -> None:
-        t = self.state.iteration
-        set_lrs(self.state.opt, self.lr_at(t))
+        opt, t = self.state.opt, self.state.iteration
+        if self.last_lrs is not None:
+            self._keep_changes(get_lrs(opt))
+        curve = self.lr_at(t)
+        curve = [curve] * len(self.scale) if isinstance(curve, (int, float)) else curve
+        set_lrs(opt, [lr * k for lr, k in zip(curve, self.scale)])
         mom = self.mom_at(t)
         if mom is not None:
-            set_moms(self.state.opt, mom)
+            set_moms(opt, mom)
+
+    def _keep_changes(self, lrs: list[float]) -> None:
+        """Fold into `scale` what another callback did to the LRs since the last step."""
+        for i, (now, then) in enumerate(zip(lrs, self.last_lrs)):
+            if then > 0 and not math.isclose(now, then, rel_tol=1e-6):
+                self.scale[i] *= now / then
 
     def on_batch_end(self, loss: float) -> bool | None:
+        self.last_lrs = get_lrs(self.state.opt)  # the LRs this step used
         if self.on_cycle_end is not None:
             k = self.cycle_ended(self.state.iteration)
             if k is not None:
@@ -139,6 +167,27 @@ class LR_Updater(Callback):
         if self.recorder is None:
             raise ValueError(f"{type(self).__name__} has not been used in a fit yet: nothing to plot")
         return self.recorder
+
+    def _recorded(self, name: str) -> list:
+        return [] if self.recorder is None else list(getattr(self.recorder, name))
+
+    @property
+    def iterations(self) -> list[int]:
+        """The iteration number of each batch of the last run (v0.7's `sched.iterations`)."""
+        return self._recorded("iterations")
+
+    @property
+    def lrs(self) -> list[float]:
+        """The LR of the first parameter group at each iteration of the last run (v0.7's
+        `sched.lrs`); the base LRs are `base_lrs`."""
+        return self._recorded("lrs")
+
+    @property
+    def losses(self) -> list[float]:
+        """The smoothed (debiased) loss at each iteration of the last run, the value
+        `on_batch_end` received (v0.7's `sched.losses`); the raw losses are
+        `recorder.losses`."""
+        return self._recorded("smooth_losses")
 
     def plot_lr(self):
         """LR (and momentum, when cycled) vs iteration of the last run; returns the figure."""
@@ -262,19 +311,21 @@ class LR_Finder(LR_Updater):
         self.best, self.diverged = math.inf, False
 
     def lr_mult(self, t: int) -> float:
-        start = self.lrs if isinstance(self.lrs, float) else self.lrs[-1]
+        start = self.base_lrs if isinstance(self.base_lrs, float) else self.base_lrs[-1]
         ratio = self.end_lr / start
         frac = t / (self.num_it - 1) if self.num_it > 1 else 0.0
         return 1 + (ratio - 1) * frac if self.linear else ratio**frac
 
     def on_train_begin(self) -> None:
         super().on_train_begin()
-        if min([self.lrs] if isinstance(self.lrs, float) else self.lrs) <= 0:
-            raise ValueError(f"LR_Finder needs start LRs > 0, got {self.lrs}")
+        base = self.base_lrs
+        if min([base] if isinstance(base, float) else base) <= 0:
+            raise ValueError(f"LR_Finder needs start LRs > 0, got {base}")
         self.best, self.diverged = math.inf, False
 
     def on_batch_end(self, loss: float) -> bool | None:
-        n, s = self.state.iteration, self.state.smooth_loss
+        super().on_batch_end(loss)
+        n, s = self.state.iteration, loss
         if self.stop_div and (not math.isfinite(s) or s > 4 * self.best):
             self.diverged = True
             return True
@@ -282,19 +333,9 @@ class LR_Finder(LR_Updater):
             self.best = s
         return n >= self.num_it
 
-    @property
-    def lrs_tried(self) -> list[float]:
-        """LR of the first parameter group at each iteration of the last search."""
-        return list(self._need_recorder().lrs)
-
-    @property
-    def losses(self) -> list[float]:
-        """Smoothed loss at each iteration of the last search."""
-        return list(self._need_recorder().smooth_losses)
-
     def suggestion(self, n_skip: int = 10, n_skip_end: int = 5) -> float | None:
         """Suggested LR (first parameter group): steepest descent, see `lr_suggestion`."""
-        return lr_suggestion(self.lrs_tried, self.losses, n_skip, n_skip_end)
+        return lr_suggestion(self.lrs, self.losses, n_skip, n_skip_end)
 
     def plot(self, n_skip: int = 10, n_skip_end: int = 5, suggestion: bool = True):
         """Smoothed loss vs LR (log axis), the suggested LR marked; returns the figure."""

@@ -10,7 +10,7 @@ called, so an event nobody uses costs nothing per batch):
           on_backward_end                 (gradients computed, before clipping)
           on_step_begin                   (gradients clipped, before opt.step())
           on_step_end                     (after opt.step(), before zero_grad)
-        on_batch_end(loss)                (raw loss; state.smooth_loss updated) -> True stops
+        on_batch_end(loss)                (the smoothed loss; raw: state.loss) -> True stops
         on_validate_begin
         on_validate_end(vals)
       on_epoch_end(vals)                  ([val_loss, *metrics]) -> True stops
@@ -83,8 +83,8 @@ class Callback:
         """After `opt.step()`, before the gradients are zeroed."""
 
     def on_batch_end(self, loss: float) -> bool | None:
-        """After the step, with the raw batch loss; `state.smooth_loss` is up to date.
-        Return True to stop training."""
+        """After the step, with the debiased smoothed loss `state.smooth_loss` (fastai v0.7's
+        `debias_loss`); the raw batch loss is `state.loss`. Return True to stop training."""
 
     def on_validate_begin(self) -> None:
         """Before the epoch's validation pass."""

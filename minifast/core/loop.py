@@ -69,7 +69,7 @@ def train_epoch(state: FitState, interrupted: Callable[[], bool] = lambda: False
         *state.xs, state.y = batch
         cbs("on_batch_begin")
         state.add_loss(stepper.step(state.xs, state.y, state.epoch))
-        if cbs("on_batch_end", state.loss):
+        if cbs("on_batch_end", state.smooth_loss):  # fastai v0.7: the debiased running loss
             raise StopTraining("a callback's on_batch_end returned True")
         if interrupted():
             raise KeyboardInterrupt

@@ -18,7 +18,8 @@ class FitState:
     carried across a resume), `batch_idx` (within the epoch), `n_batches` (per epoch).
     Per batch: `xs`, `y` (current batch, replaceable in `on_batch_begin`), `preds`,
     `loss_tensor` (replaceable in `on_backward_begin`), `loss` (raw loss, float),
-    `avg_loss` (the exponential moving average, biased) and `smooth_loss` (debiased).
+    `avg_loss` (the exponential moving average, biased), `smooth_loss` (debiased: what
+    `on_batch_end` receives) and `loss_weight` (this batch's weight in the average).
     Per epoch: `vals` (`[val_loss, *metrics]`), `history` (one dict per finished epoch).
     The run's parts: `model`, `opt`, `data`, `stepper`, `crit`, `metrics`, `cbs` (the
     `CallbackHandler` firing the events) and `recorder` (the run's `Recorder`); both are
@@ -45,6 +46,7 @@ class FitState:
     loss_tensor: Any = None
     loss: float = float("nan")
     avg_loss: float = 0.0
+    loss_weight: float = 1.0
     vals: list = field(factory=list)
     history: list = field(factory=list)
     epoch_start: float = 0.0
@@ -54,11 +56,13 @@ class FitState:
 
     def add_loss(self, loss: float) -> None:
         """Count one trained batch with raw loss `loss`: the iteration counters and
-        `avg_loss = avg_loss*avg_mom + loss*(1-avg_mom)` (fastai v0.7's running average)."""
+        `avg_loss = avg_loss*avg_mom + loss*loss_weight*(1-avg_mom)` (fastai v0.7's running
+        average; `loss_weight` is 1 but for a batch that counts more or less than the others,
+        e.g. a rank's uneven share of a sharded last batch)."""
         self.loss = loss
         self.iteration += 1
         self.batch_idx += 1
-        self.avg_loss = self.avg_loss * self.avg_mom + loss * (1 - self.avg_mom)
+        self.avg_loss = self.avg_loss * self.avg_mom + loss * self.loss_weight * (1 - self.avg_mom)
 
     @property
     def smooth_loss(self) -> float:
