@@ -50,7 +50,8 @@ def run_loop(state: FitState, interrupted: Callable[[], bool] = lambda: False) -
         state.interrupted = True
         raise
     except NonFiniteLossError as e:
-        state.error = NonFiniteLossError(_nan_message(state, e))
+        state.error = NonFiniteLossError(_nan_message(state, e), e.what, e.weights_finite,
+                                         e.bad_targets)
         raise state.error from None
     except BaseException as e:
         state.error = e
@@ -95,14 +96,23 @@ def _epoch_row(state: FitState) -> dict:
 
 
 def _nan_message(state: FitState, e: NonFiniteLossError) -> str:
+    """What a non-finite step means for the run: which step, whether the weights are still
+    good, and what to try (the data first, when its targets are at fault)."""
     good = (f"last good smoothed loss {state.smooth_loss:.5f}" if state.iteration
             else "no good step in this run yet")
-    return (
-        f"{e} at epoch {state.epoch}, iteration {state.iteration} (batch {state.batch_idx} of "
-        f"{state.n_batches}), lr {state.lr:.3g}; {good}. The step was not taken, so the model "
-        f"holds its last good weights. Try a lower learning rate or gradient clipping "
-        f"(clip=...), or pass stop_on_nan=False."
-    )
+    where = (f"{e} at epoch {state.epoch}, iteration {state.iteration} (batch "
+             f"{state.batch_idx} of {state.n_batches}), lr {state.lr:.3g}; {good}.")
+    if getattr(e, "bad_targets", 0):
+        return (f"{where} The batch's targets hold {e.bad_targets} NaN/inf value(s): the data "
+                f"is at fault, not the training; clean the targets (e.g. drop or fill those "
+                f"rows). The step was not taken.")
+    if not getattr(e, "weights_finite", True):
+        return (f"{where} The step was not taken, but the weights are already not finite: an "
+                f"earlier step's gradients overflowed while its loss was finite. Train with "
+                f"check_grads=True (or clip=...) to stop at that step, before it reaches the "
+                f"weights, and try a lower learning rate.")
+    return (f"{where} The step was not taken, so the model holds its last good weights. Try "
+            f"a lower learning rate or gradient clipping (clip=...), or pass stop_on_nan=False.")
 
 
 def validate(stepper: Stepper, dl, metrics: Sequence[Callable] = ()) -> list[float]:

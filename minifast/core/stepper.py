@@ -14,7 +14,15 @@ __all__ = ["Stepper", "NonFiniteLossError", "check_output_shape"]
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss was NaN or infinite; the step was not taken, so the weights are still good."""
+    """The loss (or, with `check_grads`, the gradients) was NaN or infinite, so the step was
+    not taken. `weights_finite` says whether the weights are still good (they are not when an
+    earlier step's gradients were non-finite while its loss was finite and nothing checked
+    them); `bad_targets` counts the batch's non-finite targets (the data is at fault)."""
+
+    def __init__(self, message: str, what: str = "loss", weights_finite: bool = True,
+                 bad_targets: int = 0):
+        super().__init__(message)
+        self.what, self.weights_finite, self.bad_targets = what, weights_finite, bad_targets
 
 
 def check_output_shape(out: torch.Tensor, y: torch.Tensor) -> None:
@@ -43,6 +51,13 @@ class Stepper:
     each parameter group's `decoupled_wd` (see `set_wds`), applied as `p -= lr * wd * p` before
     `opt.step()`. `stop_on_nan=False` lets a NaN/inf loss through (the default refuses it
     before the step, so the weights keep their last good values).
+
+    `check_grads` also refuses a step whose gradients are not finite while the loss is (an
+    overflow in backward), before it reaches the weights and the optimiser's state: the loss
+    and the gradient norm then come to the host in one sync, after backward. It costs a pass
+    over the gradients, so the default (None) checks when that is free or cheap: when
+    clipping (the norm is computed anyway) or on a GPU; True always, False never. Without
+    it, a later non-finite loss says that the weights are already damaged.
     """
 
     def __init__(
@@ -54,6 +69,7 @@ class Stepper:
         reg_fn: Callable | None = None,
         stop_on_nan: bool = True,
         cbs: CallbackHandler | None = None,
+        check_grads: bool | None = None,
     ):
         if clip is None:
             clip = 0.0
@@ -63,6 +79,10 @@ class Stepper:
         self.clip, self.reg_fn, self.stop_on_nan = float(clip), reg_fn, stop_on_nan
         self.cbs = cbs if cbs is not None else CallbackHandler()
         self._shape_checked = False
+        if check_grads is None:
+            p = next(model.parameters(), None)
+            check_grads = bool(self.clip) or (p is not None and p.device.type == "cuda")
+        self.check_grads = bool(check_grads) and stop_on_nan
 
     def loss(self, out, y) -> torch.Tensor:
         """The criterion, with a clear error when output and target cannot be compared."""
@@ -86,25 +106,58 @@ class Stepper:
         raw_loss = loss = self.loss(out, y)
         if self.reg_fn is not None:
             loss = self.reg_fn(out, xs, loss)
-        raw = raw_loss.item()  # the one host sync per step; also guards the weights below
-        if self.stop_on_nan:
-            total = raw if loss is raw_loss else loss.item()
-            if not math.isfinite(total):
-                raise NonFiniteLossError(f"loss is {total}")
+        if not self.check_grads:
+            raw = raw_loss.item()  # the one host sync per step; also guards the weights below
+            if self.stop_on_nan:
+                self._check_loss(raw if loss is raw_loss else loss.item(), y)
         if cbs.events["on_backward_begin"]:
             state.preds, state.loss_tensor = out, loss
             cbs("on_backward_begin")
             loss = state.loss_tensor
+        total = loss.detach() if self.check_grads else None
         loss.backward()
         cbs("on_backward_end")
+        norm = None
         if self.clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        if self.check_grads:  # loss and gradient norm in the step's one host sync
+            raw = self._check_loss_and_grads(raw_loss.detach(), total, norm, y)
         self.decay_weights()
         cbs("on_step_begin")
         self.opt.step()
         cbs("on_step_end")
         self.opt.zero_grad(set_to_none=True)
         return raw
+
+    def _check_loss(self, total: float, y) -> None:
+        if not math.isfinite(total):
+            bad = self._bad_targets(y)
+            raise NonFiniteLossError(f"loss is {total}", "loss", self._weights_finite(), bad)
+
+    def _check_loss_and_grads(self, raw_loss, total, norm, y) -> float:
+        if norm is None:
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            norm = (torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+                    if grads else torch.zeros((), device=total.device))
+        raw, total_f, norm_f = torch.stack([raw_loss.float(), total.float(),
+                                            norm.float().to(total.device)]).tolist()
+        if not (math.isfinite(total_f) and math.isfinite(norm_f)):
+            self.opt.zero_grad(set_to_none=True)  # no step: leave no bad gradients behind
+            self._check_loss(total_f, y)
+            raise NonFiniteLossError(f"the gradients are not finite (norm {norm_f}) while the "
+                                     f"loss is {total_f:.5g}", "gradients", True, 0)
+        return raw
+
+    def _weights_finite(self) -> bool:
+        """Whether every weight is finite (asked only once a step has failed)."""
+        with torch.no_grad():
+            return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+    @staticmethod
+    def _bad_targets(y) -> int:
+        if isinstance(y, torch.Tensor) and y.is_floating_point():
+            return int((~torch.isfinite(y)).sum())
+        return 0
 
     def decay_weights(self) -> None:
         """Decoupled weight decay `p <- p * (1 - lr * wd)` for groups with `decoupled_wd`.
