@@ -4,8 +4,9 @@ An application of the core the way a user would build one: nothing in `minifast`
 knows about it. `from minifast.collab import *` gives the public names below.
 """
 
-from .dataset import CollabFilterDataset, UnknownIdError
+from .dataset import CollabFilterDataset
 from .download import ChecksumError, download_movielens, movielens_cache_dir, safe_extract
+from .ids import UnknownIdError
 from .interpret import (
     FactorPCA,
     factor_pca,

@@ -1,17 +1,8 @@
 """`python -m minifast.collab` / `minifast-collab`: train a recommender, save it, recommend.
 
-    minifast-collab                                   # ml-latest-small (downloaded, cached;
-                                                      # offline: synthetic ratings)
-    minifast-collab --data ml-100k --model net
-    minifast-collab --data ml-100k --model features --emb-l2 1 --emb-l2-bias 0.1 --emb-l2-alpha 0.5
-    minifast-collab --data ratings.csv --user-col user --item-col item --rating-col stars
-    minifast-collab --data /path/to/ml-latest-small-2016 --user 42 -n 5
-
-`--data` is a MovieLens name (see `download_movielens`), a folder holding `ratings.csv` or
-`u.data` (titles from `movies.csv`/`u.item` when present), or a CSV file. It prints the
-training table (SGDR, fastai v0.7's `fit(lr, cycles, wds, cycle_len, cycle_mult)`), saves the
-weights to `OUT/models/NAME.pt`, and prints the top recommendations for a user. Bad input
-(missing file, unknown column, bad ratings, no network) gives a one-line error and exit 2.
+`--data` is a MovieLens name, folder or CSV file (default ml-latest-small; offline, synthetic
+ratings); `--help` lists the options and docs/collab.md ("From the command line") has
+examples. Bad input gives a one-line error and exit status 2.
 """
 
 from __future__ import annotations
@@ -25,11 +16,13 @@ import pandas as pd
 import torch
 
 from ..data import get_cv_idxs
-from .dataset import CollabFilterDataset, UnknownIdError
+from .dataset import CollabFilterDataset
 from .download import ChecksumError
+from .ids import UnknownIdError
 from .metrics import ndcg_at_k
 from .models import MODELS
 from .movielens import genre_features, load_movies, load_ratings, movie_titles, movielens_path
+from .synthetic import synthetic_ratings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,8 +107,6 @@ def _model_kwargs(args, cf: CollabFilterDataset) -> dict:
 def _synthetic(args) -> CollabFilterDataset:
     """Synthetic ratings shaped like ml-latest-small (610 users, 9,724 movies, 100,836
     ratings); prints the noise floor, the best MSE any model can reach on them."""
-    from .synthetic import synthetic_ratings
-
     df, floor = synthetic_ratings(610, 9724, 100_836, seed=args.seed)
     if args.max_rows is not None:
         df = df.iloc[: args.max_rows]

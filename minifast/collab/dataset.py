@@ -1,9 +1,8 @@
 """CollabFilterDataset: (user, item, rating) triples with ids mapped to contiguous indices.
 
-Ids are mapped to `0..n-1` in order of first appearance, as fastai v0.7 did, but with
-`pd.factorize` (one hash-table pass in C): a 25M-row frame maps in seconds. Every input is
-checked up front so that a bad file gives a `ValueError` naming the column, the rows and the
-values at fault, never a traceback from inside torch later.
+Ids are mapped to `0..n-1` in order of first appearance, as fastai v0.7 did (see `ids`).
+Every input is checked up front: a bad file gives a `ValueError` naming the column, the rows
+and the values at fault, never a traceback from inside torch later.
 """
 
 from __future__ import annotations
@@ -13,20 +12,21 @@ import os
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import ColumnarModelData, check_batch_size
-from .models import MODELS, EmbeddingDot, _check_positive, embedding_l2
+from ..checks import check_batch_size, positive_int
+from ..data import ColumnarModelData
+from ..optim.sparse import sparse_embeddings
+from .ids import lookup_ids, map_ids
+from .learner import CollabFilterLearner
+from .models import MODELS, EmbeddingDot, embedding_l2
 
-if TYPE_CHECKING:
-    from .learner import CollabFilterLearner
-
-__all__ = ["CollabFilterDataset", "UnknownIdError"]
+__all__ = ["CollabFilterDataset"]
 
 _F32_MAX = float(np.finfo(np.float32).max)
 
@@ -67,21 +67,6 @@ def _same_label(a, b) -> bool:
         return isinstance(a, str) == isinstance(b, str) and bool(a == b)
     except (TypeError, ValueError):
         return False
-
-
-def _map_ids(col: pd.Series, role: str, rows: _Rows) -> tuple[np.ndarray, pd.Index]:
-    """Codes `0..n-1` in order of first appearance, and the raw ids in code order."""
-    missing = np.flatnonzero(pd.isna(col).to_numpy())
-    if missing.size:
-        raise ValueError(
-            f"{missing.size} {role} id(s) in column {col.name!r} are missing (NaN/empty): "
-            f"{rows.describe(missing)}"
-        )
-    try:
-        codes, uniques = pd.factorize(col, sort=False)
-    except TypeError as e:  # unhashable values (lists, dicts) in an object column
-        raise ValueError(f"{role} ids in column {col.name!r} must be hashable values: {e}") from e
-    return codes.astype(np.int64, copy=False), pd.Index(uniques)
 
 
 def _ratings(col: pd.Series, rows: _Rows) -> np.ndarray:
@@ -148,8 +133,8 @@ class CollabFilterDataset:
         self.path = Path(path)
         self.user_name, self.item_name, self.rating_name = user_name, item_name, rating_name
         values = _ratings(ratings, rows)
-        self.user_col, self.users = _map_ids(user_col, "user", rows)
-        self.item_col, self.items = _map_ids(item_col, "item", rows)
+        self.user_col, self.users = map_ids(user_col, "user", rows.describe)
+        self.item_col, self.items = map_ids(item_col, "item", rows.describe)
         self.min_score, self.max_score = float(values.min()), float(values.max())
         if self.min_score == self.max_score:
             raise ValueError(
@@ -231,11 +216,11 @@ class CollabFilterDataset:
     def user_idxs(self, users, missing: str = "raise") -> np.ndarray:
         """Indices of raw user ids (vectorised); an unknown id raises naming it, or with
         `missing="ignore"` maps to -1."""
-        return _lookup(self.users, users, "user", missing)
+        return lookup_ids(self.users, users, "user", missing)
 
     def item_idxs(self, items, missing: str = "raise") -> np.ndarray:
         """Indices of raw item ids (vectorised); see `user_idxs`."""
-        return _lookup(self.items, items, "item", missing)
+        return lookup_ids(self.items, items, "item", missing)
 
     @property
     def item_counts(self) -> np.ndarray:
@@ -257,7 +242,7 @@ class CollabFilterDataset:
         (`EmbeddingDotBiasFeatures`: pass `item_features=` in `model_kwargs`), or a class/callable
         taking `(n_factors, n_users, n_items, min_score, max_score, **model_kwargs)`.
         `y_range=(lo, hi)` overrides the output range (default: the ratings' min and max)."""
-        _check_positive("n_factors", n_factors)
+        positive_int(n_factors, "n_factors")
         lo, hi = (self.min_score, self.max_score) if y_range is None else _y_range(y_range)
         if isinstance(model, str):
             if model not in MODELS:
@@ -282,17 +267,14 @@ class CollabFilterDataset:
         `sparse=True`: the embeddings produce sparse gradients and each step updates only
         the rows in its batch, with `minifast.LazyAdam` unless `opt_fn` is given (SparseAdam
         or SGD also work; Adam is refused). `wds` then regularise the rows in each batch only;
-        see `minifast.sparse` for the trade-offs and docs/performance.md for the figures.
+        see `minifast.optim.sparse` for the trade-offs and docs/performance.md for the figures.
 
         `emb_l2=lam` adds `embedding_l2(model, lam)` as the learner's `reg_fn`: the classic
         matrix-factorisation penalty on the embedding rows each batch uses (an alternative to
         `fit(..., wds=...)`). `emb_l2_bias` is its `bias_lam` (default: `emb_l2`), and
         `emb_l2_alpha` scales each row's penalty by `n ** -alpha`, `n` its number of training
-        ratings (counted from the rows not in `val_idxs`): `emb_l2=1.0, emb_l2_bias=0.1,
-        emb_l2_alpha=0.5` is the best ml-100k configuration in benchmarks/collab_accuracy.py."""
-        from ..optim.sparse import sparse_embeddings
-        from .learner import CollabFilterLearner
-
+        ratings (counted from the rows not in `val_idxs`). docs/collab.md ("Regularising the
+        embeddings") has the settings that did best on MovieLens and their figures."""
         if emb_l2 is None and (emb_l2_bias is not None or emb_l2_alpha):
             raise ValueError("emb_l2_bias and emb_l2_alpha modify emb_l2: pass emb_l2 too")
         if emb_l2 is not None and kwargs.get("reg_fn") is not None:
@@ -327,26 +309,3 @@ def _y_range(y_range) -> tuple[float, float]:
     if not lo < hi:
         raise ValueError(f"y_range must have lo < hi, got {y_range!r}")
     return lo, hi
-
-
-class UnknownIdError(KeyError):
-    """An id that the data set (or the model's training rows) never saw."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-def _lookup(index: pd.Index, ids, role: str, missing: str) -> np.ndarray:
-    if missing not in ("raise", "ignore"):
-        raise ValueError(f"missing must be 'raise' or 'ignore', got {missing!r}")
-    if np.ndim(ids) == 0:
-        ids = [ids]
-    ids = pd.Index(ids if isinstance(ids, (np.ndarray, pd.Index, pd.Series)) else list(ids))
-    idx = index.get_indexer(ids).astype(np.int64)
-    if missing == "raise" and (idx < 0).any():
-        unknown = ids[idx < 0]
-        raise UnknownIdError(
-            f"{len(unknown)} {role} id(s) not in the data set: {unknown[:5].tolist()}"
-            f"{' ...' if len(unknown) > 5 else ''}"
-        )
-    return idx

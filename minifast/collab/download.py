@@ -1,19 +1,7 @@
 """MovieLens download: cached, checksum-verified, safely extracted, atomically published.
 
-Where a data set comes from, first match wins:
-
-1. `$MINIFAST_MOVIELENS_DIR/NAME` — a local folder already holding extracted data sets
-   (offline machines, tests); used in place, never copied or modified.
-2. `CACHE/NAME` — extracted by an earlier call; used without touching the network. A folder
-   only appears there once complete (see below), so its presence means it is whole.
-3. A download of `BASE/NAME.zip`, where BASE is `$MINIFAST_MOVIELENS_URL` (a mirror) or
-   GroupLens's https://files.grouplens.org/datasets/movielens. The archive's sha256 must
-   match the published one whatever the mirror; members with absolute paths, `..` or links
-   are refused; extraction goes to a temporary folder beside the cache, renamed into place
-   only when complete, so an interrupted run never leaves a half folder that looks done.
-
-CACHE is `dest` when given, else `$MINIFAST_CACHE/movielens`, else
-`$XDG_CACHE_HOME/minifast/movielens`, else `~/.cache/minifast/movielens`.
+`download_movielens(name)` returns the data set's folder; its docstring says where it looks
+first and how a download is checked.
 """
 
 from __future__ import annotations
@@ -55,7 +43,9 @@ class ChecksumError(ValueError):
 
 
 def movielens_cache_dir(dest: str | os.PathLike | None = None) -> Path:
-    """The folder that holds downloaded data sets (see the module docstring)."""
+    """The folder that holds downloaded data sets: `dest` when given, else
+    `$MINIFAST_CACHE/movielens`, else `$XDG_CACHE_HOME/minifast/movielens`, else
+    `~/.cache/minifast/movielens`."""
     if dest is not None:
         return Path(dest).expanduser()
     if os.environ.get("MINIFAST_CACHE"):
@@ -78,6 +68,21 @@ def download_movielens(
     (e.g. `ml-latest-small-2016`) is returned from there; only the two names above can be
     downloaded. Raises `ChecksumError` if the archive is not the published one,
     `ConnectionError` if it cannot be fetched (with what to do offline).
+
+    Where a data set comes from, first match wins:
+
+    1. `$MINIFAST_MOVIELENS_DIR/NAME` — a local folder already holding extracted data sets
+       (offline machines, tests); used in place, never copied or modified.
+    2. `CACHE/NAME` — extracted by an earlier call; used without touching the network. A folder
+       only appears there once complete (see below), so its presence means it is whole.
+    3. A download of `BASE/NAME.zip`, where BASE is `$MINIFAST_MOVIELENS_URL` (a mirror) or
+       GroupLens's https://files.grouplens.org/datasets/movielens. The archive's sha256 must
+       match the published one whatever the mirror; members with absolute paths, `..` or links
+       are refused; extraction goes to a temporary folder beside the cache, renamed into place
+       only when complete, so an interrupted run never leaves a half folder that looks done.
+
+    CACHE is `dest` when given, else `$MINIFAST_CACHE/movielens`, else
+    `$XDG_CACHE_HOME/minifast/movielens`, else `~/.cache/minifast/movielens`.
     """
     if not isinstance(name, str) or not name or "/" in name or "\\" in name or name in (".", ".."):
         raise ValueError(f"not a data set name: {name!r}")

@@ -1,23 +1,20 @@
 """Interpretation of a trained collab model: what lesson 5 does by hand, as functions.
 
-Every function takes a learner-like object with `.model` (embeddings named `i` / `ib`, as in
-`EmbeddingDotBias`) and `.cf` (the `CollabFilterDataset`), e.g. a `CollabFilterLearner`.
-Titles come from `titles=` (a mapping or `pd.Series` raw item id -> name, e.g.
-`movie_titles(path)`), else from `learn.item_names`; without either, items are shown by id.
-`top=N` restricts to the N most-rated items (the lesson used the 3000 most-rated movies:
-the factors of rarely rated items are mostly noise). Plots import matplotlib lazily.
+Each takes a learner-like `learn` with `.model` (embeddings `i`/`ib`, as `EmbeddingDotBias`)
+and `.cf` (a `CollabFilterDataset`); `titles=` names items (see `ids.item_titles`); `top=N`
+keeps the N most-rated items (rarely rated items' factors are mostly noise).
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 from attrs import define
 
+from ..checks import positive_int
 from ..runtime.modules import unwrap
+from .ids import item_titles
 
 __all__ = [
     "item_biases",
@@ -51,30 +48,19 @@ def item_factors(learn) -> np.ndarray:
     return _emb(learn, "i", "item factor")
 
 
-def _titles(learn, titles, ids: np.ndarray) -> np.ndarray | None:
-    titles = getattr(learn, "item_names", None) if titles is None else titles
-    if titles is None:
-        return None
-    if isinstance(titles, Mapping) and not isinstance(titles, pd.Series):
-        titles = pd.Series(titles)
-    found = pd.Series(titles).reindex(ids)
-    return np.where(found.isna().to_numpy(), [str(i) for i in ids], found.to_numpy(dtype=object))
-
-
 def _selection(learn, top: int | None) -> np.ndarray:
     """Item indices to consider: all, or the `top` most-rated (most-rated first)."""
     counts = learn.cf.item_counts
     if top is None:
         return np.arange(len(counts))
-    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top <= 0:
-        raise ValueError(f"top must be a positive integer, got {top!r}")
+    top = positive_int(top, "top")
     return np.argsort(-counts, kind="stable")[:top]
 
 
 def _frame(learn, idx: np.ndarray, titles, **cols) -> pd.DataFrame:
     ids = learn.cf.idx2item[idx]
     out = {"item": ids}
-    names = _titles(learn, titles, ids)
+    names = item_titles(learn, titles, ids)
     if names is not None:
         out["title"] = names
     out.update(cols)
@@ -157,7 +143,7 @@ def factor_pca(learn, n_components: int = 3, top: int | None = None, titles=None
     ids = learn.cf.idx2item[idx]
     return FactorPCA(
         items=ids,
-        titles=_titles(learn, titles, ids),
+        titles=item_titles(learn, titles, ids),
         scores=(u * s)[:, :n_components],
         components=vt[:n_components],
         explained_variance_ratio=(var / var.sum())[:n_components] if var.sum() else var[:n_components],

@@ -1,16 +1,7 @@
 """CollabFilterLearner: a Learner that knows its CollabFilterDataset, so it speaks raw ids.
 
-Unseen ids. An id is *known* when it has at least one training rating: an id that is not in
-the data set at all, or that appears only in validation rows (its embedding was never
-trained, only initialised), is *unseen*. By default predicting for an unseen id raises an
-`UnknownIdError` naming it. With `fallback=True` such pairs get a baseline instead of the
-model's output: the global mean `mu` of the training ratings plus the known side's bias,
-where the biases are the damped means of the training residuals (Koren's baseline
-predictor): `b_i = sum(r - mu) / (n_i + shrink)` over item i's training ratings, and
-`b_u = sum(r - mu - b_i) / (n_u + shrink)` over user u's, `shrink = 10`. So an unseen user
-with a known item gets `mu + b_i`, a known user with an unseen item `mu + b_u`, and a pair
-of two unseen ids `mu`; all clipped to `[min_score, max_score]`. These are computed from the
-training rows once, when first needed.
+Predictions and recommendations by raw id, with a baseline for ids never seen in training
+(see `CollabFilterLearner`), and ranking metrics bound to the validation set.
 """
 
 from __future__ import annotations
@@ -22,9 +13,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..checks import positive_int
 from ..learner import Learner
-from ..runtime.modules import unwrap
-from .dataset import CollabFilterDataset, UnknownIdError
+from ..runtime.modules import eval_mode, unwrap
+from .ids import UnknownIdError, item_titles
 from .metrics import RankingMetric, ranking_scores
 
 __all__ = ["CollabFilterLearner"]
@@ -41,10 +33,21 @@ class CollabFilterLearner(Learner):
     `cf` is the `CollabFilterDataset` the data came from (id maps); `item_names` an optional
     mapping raw item id -> name (e.g. `movie_titles(path)`) used by `recommend` and the
     interpretation functions. Other keyword arguments go to `Learner`.
+
+    Unseen ids. An id is *known* when it has at least one training rating: an id that is not
+    in the data set at all, or that appears only in validation rows (its embedding was never
+    trained, only initialised), is *unseen*. By default predicting for an unseen id raises an
+    `UnknownIdError` naming it. With `fallback=True` such pairs get a baseline instead of the
+    model's output: the global mean `mu` of the training ratings plus the known side's bias,
+    where the biases are the damped means of the training residuals (Koren's baseline
+    predictor): `b_i = sum(r - mu) / (n_i + shrink)` over item i's training ratings, and
+    `b_u = sum(r - mu - b_i) / (n_u + shrink)` over user u's, `shrink = 10`. So an unseen user
+    with a known item gets `mu + b_i`, a known user with an unseen item `mu + b_u`, and a pair
+    of two unseen ids `mu`; all clipped to `[min_score, max_score]`. These are computed from
+    the training rows once, when first needed.
     """
 
-    def __init__(self, data, model: torch.nn.Module, cf: CollabFilterDataset | None = None,
-                 item_names=None, **kwargs):
+    def __init__(self, data, model: torch.nn.Module, cf=None, item_names=None, **kwargs):
         kwargs.setdefault("crit", F.mse_loss)
         super().__init__(data, model, **kwargs)
         self.cf, self.item_names = cf, item_names
@@ -65,7 +68,8 @@ class CollabFilterLearner(Learner):
 
     # ---------------------------------------------------------------- raw ids
 
-    def _need_cf(self) -> CollabFilterDataset:
+    def _need_cf(self):
+        """The `CollabFilterDataset`, or a ValueError when the learner was built without it."""
         if self.cf is None:
             raise ValueError("this learner was built without its CollabFilterDataset (cf=...): "
                              "raw ids cannot be mapped to indices")
@@ -109,19 +113,13 @@ class CollabFilterLearner(Learner):
 
     def _scores(self, u: np.ndarray, i: np.ndarray) -> np.ndarray:
         """Model outputs for index pairs, in eval mode, in chunks."""
-        model = self.model
-        p = next(model.parameters())
+        p = next(self.model.parameters())
         out = np.empty(len(u), dtype=np.float32)
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                for s in range(0, len(u), _CHUNK):
-                    cats = torch.from_numpy(np.stack([u[s:s + _CHUNK], i[s:s + _CHUNK]], 1)).to(p.device)
-                    conts = torch.zeros(len(cats), 0, device=p.device)
-                    out[s:s + _CHUNK] = model(cats, conts).reshape(-1).float().cpu().numpy()
-        finally:
-            model.train(was_training)
+        with eval_mode(self.model) as model:
+            for s in range(0, len(u), _CHUNK):
+                cats = torch.from_numpy(np.stack([u[s:s + _CHUNK], i[s:s + _CHUNK]], 1)).to(p.device)
+                conts = torch.zeros(len(cats), 0, device=p.device)
+                out[s:s + _CHUNK] = model(cats, conts).reshape(-1).float().cpu().numpy()
         return out
 
     def predict_ratings(self, users, items, fallback: bool = False) -> np.ndarray:
@@ -129,7 +127,7 @@ class CollabFilterLearner(Learner):
         arrays, broadcast against each other), as float32.
 
         An id without training ratings raises `UnknownIdError` naming it, unless `fallback`
-        (then: global mean + the known side's bias; see the module docs).
+        (then: global mean + the known side's bias; see the class docs).
         """
         ui = self._indices(users, "user", fallback, "item")
         ii = self._indices(items, "item", fallback, "user")
@@ -157,8 +155,7 @@ class CollabFilterLearner(Learner):
         has already rated (anywhere in the data set). An unseen user raises, or with
         `fallback` is recommended the items with the highest baseline `mu + b_i`.
         """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
-            raise ValueError(f"n must be a positive integer, got {n!r}")
+        positive_int(n, "n")
         cf, st = self._need_cf(), self._train_stats()
         u = int(self._indices([user], "user", fallback, "item")[0])
         cand = np.flatnonzero(st["item_known"])
@@ -170,11 +167,9 @@ class CollabFilterLearner(Learner):
         else:
             scores = np.clip(st["mu"] + st["b_i"][cand], cf.min_score, cf.max_score)
         best = np.argsort(-scores, kind="stable")[:n]
-        from .interpret import _titles
-
         ids = cf.idx2item[cand[best]]
         out = {"item": ids}
-        names = _titles(self, titles, ids)
+        names = item_titles(self, titles, ids)
         if names is not None:
             out["title"] = names
         out["score"] = scores[best].astype(np.float32)

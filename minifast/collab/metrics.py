@@ -1,29 +1,15 @@
 """Rating and ranking metrics: RMSE, and precision@k, recall@k, NDCG@k per user.
 
-Ranking metrics need the whole validation set grouped by user, while `fit`'s `validate`
-calls each metric per batch as `metric(preds, y)` and averages the results weighted by batch
-size. A `RankingMetric` bridges the two without changing the core: it is *bound* to the
-validation set (the user of every validation row, in the validation loader's order, which is
-fixed: validation is never shuffled), accumulates each batch's predictions, returns 0 for
-every batch but the last, and on the last returns `value * n / bs_last`, so that the
-batch-size-weighted average `validate` computes is exactly `value`. It also checks that the
-targets it saw are those of the set it is bound to, so a metric bound to other data fails
-loudly instead of reporting a wrong number.
-
-`CollabFilterLearner` binds its ranking metrics to its data by itself; with the core `fit`,
-pass `data=` (or call `.bind(data)`).
-
-Definitions, for users with at least one relevant validation rating (relevant: true rating
->= `threshold`); each user's validation items ranked by predicted rating, top `k` kept:
-precision@k = hits / min(k, n_items_of_user) (a user with 3 items is not penalised for
-k=10), recall@k = hits / n_relevant, NDCG@k = DCG / ideal DCG with binary gains and
-`1/log2(rank+2)` discounts. Each is the mean over those users.
+`ranking_scores` computes the ranking metrics of a whole set at once; `RankingMetric` makes
+them usable as `fit` metrics, which the core calls per validation batch.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from ..checks import positive_int
 
 __all__ = [
     "rmse",
@@ -50,10 +36,16 @@ def _flat(a) -> np.ndarray:
 
 
 def ranking_scores(users, preds, y, k: int = 10, threshold: float = 4.0) -> dict[str, float]:
-    """`{"precision": .., "recall": .., "ndcg": .., "n_users": ..}` at `k` (see module docs),
-    vectorised over all rows; NaN when no user has a relevant item."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    """`{"precision": .., "recall": .., "ndcg": .., "n_users": ..}` at `k`, vectorised over
+    all rows; NaN when no user has a relevant item.
+
+    Definitions, for users with at least one relevant rating (relevant: true rating >=
+    `threshold`); each user's items ranked by predicted rating, top `k` kept: precision@k =
+    hits / min(k, n_items_of_user) (a user with 3 items is not penalised for k=10),
+    recall@k = hits / n_relevant, NDCG@k = DCG / ideal DCG with binary gains and
+    `1/log2(rank+2)` discounts. Each is the mean over those users.
+    """
+    k = positive_int(k, "k")
     users, preds, y = _flat(users), _flat(preds).astype(np.float64), _flat(y).astype(np.float64)
     if not len(users) == len(preds) == len(y):
         raise ValueError(f"users, preds and y have different lengths "
@@ -88,15 +80,26 @@ class RankingMetric:
     """precision@k, recall@k or NDCG@k over a whole validation set, usable as a `fit` metric.
 
     `RankingMetric("ndcg", k=10, threshold=4.0, data=md)`; its column name is e.g.
-    `ndcg@10`. See the module docstring for how it works with per-batch validation.
+    `ndcg@10`; the definitions are `ranking_scores`'.
+
+    Ranking metrics need the whole validation set grouped by user, while `fit`'s `validate`
+    calls each metric per batch as `metric(preds, y)` and averages the results weighted by
+    batch size. A `RankingMetric` bridges the two without changing the core: it is *bound* to
+    the validation set (the user of every validation row, in the validation loader's order,
+    which is fixed: validation is never shuffled), accumulates each batch's predictions,
+    returns 0 for every batch but the last, and on the last returns `value * n / bs_last`, so
+    that the batch-size-weighted average `validate` computes is exactly `value`. It also
+    checks that the targets it saw are those of the set it is bound to, so a metric bound to
+    other data fails loudly instead of reporting a wrong number.
+
+    `CollabFilterLearner` binds its ranking metrics to its data by itself; with the core
+    `fit`, pass `data=` (or call `.bind(data)`).
     """
 
     def __init__(self, kind: str, k: int = 10, threshold: float = 4.0, data=None):
         if kind not in _KINDS:
             raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        self.kind, self.k, self.threshold = kind, int(k), float(threshold)
+        self.kind, self.k, self.threshold = kind, positive_int(k, "k"), float(threshold)
         self.__name__ = f"{kind}@{self.k}"
         self.users: np.ndarray | None = None
         self.y: np.ndarray | None = None

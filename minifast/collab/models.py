@@ -14,11 +14,12 @@ interpretation code (`model.ib.weight`, `model.i.weight`) works on any of them.
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..checks import positive_int
 
 __all__ = [
     "CollabModel", "EmbeddingDot", "EmbeddingDotBias", "EmbeddingDotBiasFeatures",
@@ -33,12 +34,6 @@ def get_emb(n: int, n_factors: int, lo: float = -0.05, hi: float = 0.05) -> nn.E
     with torch.no_grad():
         e.weight.uniform_(lo, hi)
     return e
-
-
-def _check_positive(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _check_range(min_score: float, max_score: float) -> tuple[float, float]:
@@ -91,8 +86,8 @@ class EmbeddingDot(CollabModel):
 
     def __init__(self, n_users: int, n_items: int, n_factors: int = 50):
         super().__init__()
-        n_users, n_items = _check_positive("n_users", n_users), _check_positive("n_items", n_items)
-        n_factors = _check_positive("n_factors", n_factors)
+        n_users, n_items = positive_int(n_users, "n_users"), positive_int(n_items, "n_items")
+        n_factors = positive_int(n_factors, "n_factors")
         self.u = get_emb(n_users, n_factors, 0.0, 0.05)
         self.i = get_emb(n_items, n_factors, 0.0, 0.05)
 
@@ -111,8 +106,8 @@ class EmbeddingDotBias(CollabModel):
     def __init__(self, n_factors: int, n_users: int, n_items: int, min_score: float,
                  max_score: float):
         super().__init__()
-        n_factors = _check_positive("n_factors", n_factors)
-        n_users, n_items = _check_positive("n_users", n_users), _check_positive("n_items", n_items)
+        n_factors = positive_int(n_factors, "n_factors")
+        n_users, n_items = positive_int(n_users, "n_users"), positive_int(n_items, "n_items")
         self.min_score, self.max_score = _check_range(min_score, max_score)
         self.u, self.i = get_emb(n_users, n_factors), get_emb(n_items, n_factors)
         self.ub, self.ib = get_emb(n_users, 1), get_emb(n_items, 1)
@@ -132,8 +127,8 @@ class EmbeddingDotBiasFeatures(EmbeddingDotBias):
     `(F @ W)[:, :n_factors]` to each item's factors and `(F @ W)[:, -1]` to its bias, so
     items with few ratings borrow from the others of their genres. `W` starts at zero: the
     untrained model equals `EmbeddingDotBias`. `embedding_l2` penalises the offsets each
-    rating uses with its `feature_lam`. On ml-100k's u1 split, genres take one model from
-    about 0.909 to 0.905 test RMSE (mean of 3 seeds) (benchmarks/collab_accuracy.py).
+    rating uses with its `feature_lam`. What genres gain on MovieLens: docs/collab.md ("Item
+    side features").
     """
 
     def __init__(self, n_factors: int, n_users: int, n_items: int, min_score: float,
@@ -175,9 +170,9 @@ class EmbeddingNet(CollabModel):
     def __init__(self, n_factors: int, n_users: int, n_items: int, min_score: float,
                  max_score: float, nh: int = 10, p1: float = 0.05, p2: float = 0.5):
         super().__init__()
-        n_factors = _check_positive("n_factors", n_factors)
-        n_users, n_items = _check_positive("n_users", n_users), _check_positive("n_items", n_items)
-        nh = _check_positive("nh", nh)
+        n_factors = positive_int(n_factors, "n_factors")
+        n_users, n_items = positive_int(n_users, "n_users"), positive_int(n_items, "n_items")
+        nh = positive_int(nh, "nh")
         for name, p in (("p1", p1), ("p2", p2)):
             if not 0 <= p < 1:
                 raise ValueError(f"{name} must be a dropout probability in [0, 1), got {p}")
@@ -202,17 +197,16 @@ def embedding_l2(model: nn.Module, lam: float, bias_lam: float | None = None,
     over the batch.
 
     Unlike weight decay, which shrinks every row at every step, this regularises each
-    user/item in proportion to how often it is rated, and only through its own ratings; on
-    ml-100k it beat every weight decay we tried (benchmarks/collab_accuracy.py).
+    user/item in proportion to how often it is rated, and only through its own ratings (how
+    the two compare on MovieLens: docs/collab.md, "Regularising the embeddings").
 
     Frequency scaling: with `counts=(user_counts, item_counts)` (each row's number of
     training ratings, e.g. `np.bincount` of the training users and items) and `alpha > 0`,
     each rating's penalty on a row is weighted by `max(n, 1) ** -alpha`, where `n` is that
     row's count, so a row's total penalty grows like `n ** (1 - alpha)` instead of `n`:
     `alpha=0` is the plain penalty above, `alpha=0.5` is MyMediaLite's "frequency
-    regularisation" (`lam` then needs to be about sqrt(typical n) times larger; 1.0 with
-    0.5 on ml-100k, where it gains about 0.004 RMSE over the plain 0.1), `alpha=1` gives
-    every row the same total penalty.
+    regularisation" (`lam` then needs to be about sqrt(typical n) times larger), `alpha=1`
+    gives every row the same total penalty.
 
     A model with item side features (`EmbeddingDotBiasFeatures`) also gets `feature_lam`
     (default `bias_lam`) times the squared norm of the feature offsets each rating uses

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .download import download_movielens
+
 __all__ = [
     "load_ratings", "load_movies", "movie_titles", "load_ml100k_split", "movielens_path",
     "genre_features", "RATING_COLUMNS",
@@ -110,8 +112,6 @@ def load_ml100k_split(path: str | os.PathLike, split: str = "u1") -> tuple[pd.Da
 def movielens_path(data: str | os.PathLike) -> Path:
     """The folder for `data`: an existing folder as is, else a MovieLens data set name resolved
     (and downloaded if need be) by `download_movielens`."""
-    from .download import download_movielens
-
     p = Path(data).expanduser()
     if p.is_dir():
         return p

@@ -1,6 +1,7 @@
 """Synthetic ratings: low rank plus noise, with power-law popularity and a known noise floor.
 
-The main job's offline default (no download needed) and the 25M-scale benchmark's data.
+The command line's offline default (no download needed) and the data of the benchmarks at
+MovieLens-25M scale.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ def _pairs(n_users, n_items, n, pu, pi, rng) -> tuple[np.ndarray, np.ndarray]:
     """`n` distinct (user, item) pairs drawn by popularity: i.i.d. draws in order, repeats
     dropped (redrawing the shortfall until there are `n`).
 
-    Popular pairs collide often, so it takes ~10 rounds at 25M ratings; each round checks its
-    new draws against a sorted array of the pairs kept so far (binary search) and merges them
-    in, instead of re-sorting everything drawn so far.
+    Popular pairs collide often, so it takes several rounds; each round checks its new draws
+    against a sorted array of the pairs kept so far (binary search) and merges them in,
+    instead of re-sorting everything drawn so far.
     """
     if n > n_users * n_items:
         raise ValueError(f"n_ratings={n} exceeds the {n_users * n_items} possible pairs")
@@ -52,8 +53,8 @@ def _pairs(n_users, n_items, n, pu, pi, rng) -> tuple[np.ndarray, np.ndarray]:
 def _rating_moments(mean: np.ndarray, noise: float) -> tuple[np.ndarray, np.ndarray]:
     """E and Var of clip(round_half(mean + N(0, noise²)), 0.5, 5) for each mean (exact).
 
-    One grid value at a time (vectors of len(mean), not a [len, 10] matrix): the memory of a
-    chunk of 25M ratings stays a few vectors."""
+    One grid value at a time (vectors of len(mean), not a [len, 10] matrix), so the memory
+    stays a few vectors of the chunk's length."""
     m = torch.from_numpy(mean.astype(np.float64))
     e, e2 = torch.zeros_like(m), torch.zeros_like(m)
     lo = torch.zeros_like(m)  # P(rating <= previous grid value): cdf at -inf
@@ -84,7 +85,8 @@ def synthetic_ratings(
     (`rank**-alpha`), no repeated (user, item) pair. The noise floor returned is the exact
     expected MSE of the best possible predictor (`E[rating | user, item]`) on these pairs:
     no model can beat it on fresh ratings, so it tells how close a trained model got.
-    Ids are 1-based like MovieLens. Vectorised throughout: 25M ratings take seconds.
+    Ids are 1-based like MovieLens. Vectorised throughout, in chunks of `chunk` ratings, so
+    it scales to MovieLens-25M sizes.
     """
     for name, v in (("n_users", n_users), ("n_items", n_items), ("n_ratings", n_ratings),
                     ("rank", rank)):
