@@ -74,6 +74,7 @@ from .runtime import (
     release_freed_memory,
     set_flush_denormal,
     set_malloc_thresholds,
+    set_seed,
     to_device,
     unwrap,
 )
@@ -95,6 +96,6 @@ __all__ = [
     "lr_suggestion", "sum_geom",
     "distributed_session", "init_distributed", "destroy_distributed", "is_main_process", "unwrap",
     "FlushState", "denormals_flushed", "flush_denormal", "set_flush_denormal",
-    "keep_freed_memory", "release_freed_memory", "set_malloc_thresholds",
+    "keep_freed_memory", "release_freed_memory", "set_malloc_thresholds", "set_seed",
     "build_optimizer", "fused_supported", "LazyAdam", "has_sparse_embeddings", "sparse_embeddings",
 ]

@@ -14,6 +14,7 @@ from .ranks import (
     rank,
     world_size,
 )
+from .seed import set_seed
 
 __all__ = [
     "FlushState", "denormals_flushed", "flush_denormal", "set_flush_denormal",
@@ -21,5 +22,5 @@ __all__ = [
     "keep_freed_memory", "release_freed_memory", "set_malloc_thresholds",
     "eval_mode", "model_device", "unwrap",
     "destroy_distributed", "distributed_session", "init_distributed", "is_main_process",
-    "local_rank", "rank", "world_size",
+    "local_rank", "rank", "world_size", "set_seed",
 ]
