@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 import torch
 
-from ..runtime.modules import eval_mode, unwrap
+from ..runtime.modules import eval_mode, model_device, unwrap
+from ..runtime.precision import autocast_args, grad_scaler_for
 from .events import CallbackHandler
 
 __all__ = ["Stepper", "NonFiniteLossError", "check_output_shape"]
@@ -58,6 +59,12 @@ class Stepper:
     over the gradients, so the default (None) checks when that is free or cheap: when
     clipping (the norm is computed anyway) or on a GPU; True always, False never. Without
     it, a later non-finite loss says that the weights are already damaged.
+
+    `precision` ("bf16", "fp16" or None) runs the forward pass and the loss under
+    `torch.autocast` (validation too); the weights and the optimiser stay float32. "fp16"
+    (GPU only) also scales the loss with a `torch.amp.GradScaler` (or the one given as
+    `grad_scaler`): a step whose scaled gradients overflow is skipped and the scale lowered,
+    as torch's recipe does (`skipped_steps` counts them); its state is in `state_dict()`.
     """
 
     def __init__(
@@ -70,6 +77,8 @@ class Stepper:
         stop_on_nan: bool = True,
         cbs: CallbackHandler | None = None,
         check_grads: bool | None = None,
+        precision: str | None = None,
+        grad_scaler=None,
     ):
         if clip is None:
             clip = 0.0
@@ -79,10 +88,14 @@ class Stepper:
         self.clip, self.reg_fn, self.stop_on_nan = float(clip), reg_fn, stop_on_nan
         self.cbs = cbs if cbs is not None else CallbackHandler()
         self._shape_checked = False
+        device = model_device(model)
+        self.precision, self.autocast = precision, autocast_args(precision, device)
+        self.scaler = grad_scaler if grad_scaler is not None else grad_scaler_for(precision, device)
+        self.skipped_steps = 0
         if check_grads is None:
-            p = next(model.parameters(), None)
-            check_grads = bool(self.clip) or (p is not None and p.device.type == "cuda")
-        self.check_grads = bool(check_grads) and stop_on_nan
+            check_grads = bool(self.clip) or getattr(device, "type", None) == "cuda"
+        # a gradient scaler needs to know about overflows to skip those steps
+        self.check_grads = (bool(check_grads) and stop_on_nan) or self.scaler is not None
 
     def loss(self, out, y) -> torch.Tensor:
         """The criterion, with a clear error when output and target cannot be compared."""
@@ -99,13 +112,25 @@ class Stepper:
                 f"shape {tuple(shapes[1]) if shapes[1] is not None else '?'}: {e}"
             ) from e
 
-    def step(self, xs, y, epoch: int | None = None) -> float:
-        """Train on one batch; return the raw loss (before `reg_fn`) as a float."""
-        cbs, state = self.cbs, self.cbs.state
+    def forward(self, xs, y) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`(output, loss, loss with reg_fn's penalty)` for one batch, under `precision`'s
+        autocast."""
+        if self.autocast is None:
+            return self._forward(xs, y)
+        with torch.autocast(*self.autocast):
+            return self._forward(xs, y)
+
+    def _forward(self, xs, y):
         out = self.model(*xs)
         raw_loss = loss = self.loss(out, y)
         if self.reg_fn is not None:
             loss = self.reg_fn(out, xs, loss)
+        return out, raw_loss, loss
+
+    def step(self, xs, y, epoch: int | None = None) -> float:
+        """Train on one batch; return the raw loss (before `reg_fn`) as a float."""
+        cbs, state = self.cbs, self.cbs.state
+        out, raw_loss, loss = self.forward(xs, y)
         if not self.check_grads:
             raw = raw_loss.item()  # the one host sync per step; also guards the weights below
             if self.stop_on_nan:
@@ -115,16 +140,28 @@ class Stepper:
             cbs("on_backward_begin")
             loss = state.loss_tensor
         total = loss.detach() if self.check_grads else None
-        loss.backward()
+        if self.scaler is None:
+            loss.backward()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.opt)  # callbacks and clipping see the true gradients
         cbs("on_backward_end")
         norm = None
         if self.clip:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
         if self.check_grads:  # loss and gradient norm in the step's one host sync
-            raw = self._check_loss_and_grads(raw_loss.detach(), total, norm, y)
+            raw, finite = self._check_loss_and_grads(raw_loss.detach(), total, norm, y)
+            if not finite:  # a scaled step that overflowed: skip it, lower the scale
+                self.scaler.update()
+                self.skipped_steps += 1
+                return raw
         self.decay_weights()
         cbs("on_step_begin")
-        self.opt.step()
+        if self.scaler is None:
+            self.opt.step()
+        else:
+            self.scaler.step(self.opt)
+            self.scaler.update()
         cbs("on_step_end")
         self.opt.zero_grad(set_to_none=True)
         return raw
@@ -134,19 +171,24 @@ class Stepper:
             bad = self._bad_targets(y)
             raise NonFiniteLossError(f"loss is {total}", "loss", self._weights_finite(), bad)
 
-    def _check_loss_and_grads(self, raw_loss, total, norm, y) -> float:
+    def _check_loss_and_grads(self, raw_loss, total, norm, y) -> tuple[float, bool]:
+        """`(raw loss, whether the step may be taken)`, from one host sync; raises when the
+        loss or (without a gradient scaler) the gradients are not finite."""
         if norm is None:
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             norm = (torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
                     if grads else torch.zeros((), device=total.device))
         raw, total_f, norm_f = torch.stack([raw_loss.float(), total.float(),
                                             norm.float().to(total.device)]).tolist()
-        if not (math.isfinite(total_f) and math.isfinite(norm_f)):
-            self.opt.zero_grad(set_to_none=True)  # no step: leave no bad gradients behind
+        if math.isfinite(total_f) and math.isfinite(norm_f):
+            return raw, True
+        self.opt.zero_grad(set_to_none=True)  # no step: leave no bad gradients behind
+        if self.stop_on_nan:
             self._check_loss(total_f, y)
-            raise NonFiniteLossError(f"the gradients are not finite (norm {norm_f}) while the "
-                                     f"loss is {total_f:.5g}", "gradients", True, 0)
-        return raw
+        if self.scaler is not None:
+            return raw, False
+        raise NonFiniteLossError(f"the gradients are not finite (norm {norm_f}) while the "
+                                 f"loss is {total_f:.5g}", "gradients", True, 0)
 
     def _weights_finite(self) -> bool:
         """Whether every weight is finite (asked only once a step has failed)."""
@@ -187,8 +229,24 @@ class Stepper:
                         p.index_copy_(0, rows, p.index_select(0, rows).mul_(f))
 
     def evaluate(self, xs, y) -> tuple[torch.Tensor, torch.Tensor]:
-        """Predictions and loss for one batch, without gradients, in eval mode."""
+        """Predictions and loss for one batch, without gradients, in eval mode (under
+        `precision`'s autocast)."""
         # the bare module: a DDP wrapper could sync buffers, and ranks' val shards differ
         with eval_mode(self.model):
-            out = unwrap(self.model)(*xs)
-            return out, self.loss(out, y)
+            if self.autocast is None:
+                out = unwrap(self.model)(*xs)
+                return out, self.loss(out, y)
+            with torch.autocast(*self.autocast):
+                out = unwrap(self.model)(*xs)
+                return out, self.loss(out, y)
+
+    def state_dict(self) -> dict:
+        """What resuming the steps exactly needs: the gradient scaler's state (float16)."""
+        return {"scaler": None if self.scaler is None else self.scaler.state_dict(),
+                "skipped_steps": self.skipped_steps}
+
+    def load_state_dict(self, sd: dict) -> None:
+        """Restore `state_dict()`."""
+        if self.scaler is not None and sd.get("scaler"):
+            self.scaler.load_state_dict(sd["scaler"])
+        self.skipped_steps = int(sd.get("skipped_steps", 0))
