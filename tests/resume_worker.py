@@ -15,6 +15,9 @@ MODE is one of
 - `resume`: train with Checkpoint(OUT/ckpt, every_n_iters=5, keep=2) and
             resume=RESUME (default True: the newest checkpoint in OUT/ckpt); write OUT/result.pt.
 
+`MODE:torch` (e.g. `crash:torch`) trains from a shuffling `torch.utils.data.DataLoader`
+instead of the ArrayLoader (`:torchgen`: one with its own seeded `generator`).
+
 The model has dropout (torch RNG), the training loader shuffles with a seed drawn from torch's
 RNG, and `Jitter` draws each batch's LR from numpy's and Python's global RNGs, so a resume is
 only exact if every one of those states is restored.
@@ -34,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from minifast import ArrayLoader, Callback, Checkpoint, ModelData, Recorder, fit
 
@@ -49,15 +53,22 @@ class Jitter(Callback):
             g["lr"] = 1e-2 * m
 
 
-def build(out, opt: str = "adam"):
-    """Seed every RNG, then make (model, optimiser, data) exactly as every run does."""
+def build(out, opt: str = "adam", loader: str = "array"):
+    """Seed every RNG, then make (model, optimiser, data) exactly as every run does.
+    `loader`: "array" (ArrayLoader), "torch" (a shuffling torch DataLoader, which draws its
+    order from torch's global RNG) or "torchgen" (one with its own generator)."""
     torch.manual_seed(0)
     np.random.seed(0)
     random.seed(0)
     g = np.random.RandomState(123)
     x = g.randn(300, 8).astype(np.float32)
     y = (x @ g.randn(8, 1) + 0.1 * g.randn(300, 1)).astype(np.float32)
-    trn = ArrayLoader(x[:240], y[:240], batch_size=16, shuffle=True)  # seed from torch's RNG
+    if loader == "array":
+        trn = ArrayLoader(x[:240], y[:240], batch_size=16, shuffle=True)  # seed from torch's RNG
+    else:
+        gen = torch.Generator().manual_seed(7) if loader == "torchgen" else None
+        ds = TensorDataset(torch.from_numpy(x[:240]), torch.from_numpy(y[:240]))
+        trn = DataLoader(ds, batch_size=16, shuffle=True, generator=gen)
     data = ModelData(out, trn, ArrayLoader(x[240:], y[240:], batch_size=32))
     model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Dropout(0.3), nn.Linear(32, 1))
     if opt == "adam":
@@ -68,9 +79,9 @@ def build(out, opt: str = "adam"):
 
 
 def train(out, callbacks=(), resume=None, opt: str = "adam", n_epochs: int = N_EPOCHS,
-          jitter: bool = True, **kwargs):
+          jitter: bool = True, loader: str = "array", **kwargs):
     """One run (`kwargs` go to `fit`); returns (model, opt, FitResult)."""
-    model, o, data = build(out, opt)
+    model, o, data = build(out, opt, loader)
     cbs = [Jitter()] if jitter else []
     res = fit(model, data, n_epochs, o, F.mse_loss, callbacks=[*cbs, *callbacks], resume=resume,
               verbose=False, progress=False, **kwargs)
@@ -180,20 +191,23 @@ def main(argv: list[str]) -> None:
     """Run one MODE (see the module docstring)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
     torch.set_num_threads(1)
-    mode, out = argv[0], Path(argv[1])
+    mode, _, loader = argv[0].partition(":")
+    loader = loader or "array"
+    out = Path(argv[1])
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "ckpt"
     if mode == "full":
-        model, opt, res = train(out)
+        model, opt, res = train(out, loader=loader)
     elif mode == "crash":
-        train(out, [Checkpoint(ckpt, every_n_iters=5, keep=2), HangMidStep(out)])
+        train(out, [Checkpoint(ckpt, every_n_iters=5, keep=2), HangMidStep(out)], loader=loader)
         sys.exit(4)  # not reached: the test kills us mid-step
     elif mode == "sigint":
-        train(out, [Checkpoint(ckpt), WaitForSignal(out)])
+        train(out, [Checkpoint(ckpt), WaitForSignal(out)], loader=loader)
         sys.exit(5)  # not reached: KeyboardInterrupt propagates
     elif mode == "resume":
         resume = argv[2] if len(argv) > 2 else True
-        model, opt, res = train(out, [Checkpoint(ckpt, every_n_iters=5, keep=2)], resume=resume)
+        model, opt, res = train(out, [Checkpoint(ckpt, every_n_iters=5, keep=2)], resume=resume,
+                                loader=loader)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
     torch.save(result(model, opt, res.recorder, res.history), out / "result.pt")

@@ -4,7 +4,8 @@ A checkpoint holds everything the loop needs to continue as if it had never stop
 model and optimiser states, the loop's counters and smoothed-loss state, the recorder's
 history, the state of any callback with `state_dict`/`load_state_dict` (schedules), every
 global RNG (torch CPU and CUDA, numpy, Python `random`) and the training loader's shuffle
-state. `fit(..., resume=path)` restores it all before `on_train_begin`, so with the same
+state (an `ArrayLoader`'s seed; a torch DataLoader's generators, and the RNG states its
+epoch's order was drawn from, so that a mid-epoch resume replays that order). `fit(..., resume=path)` restores it all before `on_train_begin`, so with the same
 seed the resumed run ends with bit-identical weights.
 
 Files are written atomically (temp file, fsync, rename) and only by the main process; they
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from ..core.events import Callback, CallbackHandler
+from ..core.order import loader_generators, order_problem, set_loader_rng_state
 from ..core.state import FitState
 from ..optim.hypers import load_opt_state
 from ..runtime.modules import unwrap
@@ -49,6 +51,12 @@ class Checkpoint(Callback):
     `"runs/model.pt"` (files `runs/model-<iteration>.pt`). Resume with
     `fit(..., resume=True)` (this callback's newest checkpoint), a directory or a file.
     `every_n_epochs=None` turns epoch-end saves off (the last epoch is always saved).
+
+    Mid-epoch checkpoints (`every_n_iters`, or a Ctrl-C mid-epoch) need a training loader
+    whose epoch order a resume can replay: an `ArrayLoader`, a torch `DataLoader` over a
+    map-style dataset with torch's own samplers, or a loader with `state_dict`/
+    `load_state_dict`; for any other (an IterableDataset, a custom sampler) they are refused,
+    with the reason, rather than resumed into a different order.
     """
 
     order = 90  # after every other callback's on_batch_end/on_epoch_end (schedules, recorder)
@@ -86,6 +94,9 @@ class Checkpoint(Callback):
     # -- events --------------------------------------------------------------------------
     def on_train_begin(self) -> None:
         self._in_batch, self._last_pos = False, None
+        problem = self._order_problem()
+        if self.every_n_iters and problem:
+            raise ValueError(f"Checkpoint(every_n_iters={self.every_n_iters}): {problem}")
         if self.state.iteration == 0:  # a fresh run (a resumed one knows the file it came from)
             self.last_path = None
         old = self.checkpoints() if is_main_process() else []
@@ -135,6 +146,15 @@ class Checkpoint(Callback):
         print(msg, file=sys.stderr, flush=True)
 
     # -- saving ----------------------------------------------------------------------------
+    def _order_problem(self) -> str | None:
+        """Why a mid-epoch checkpoint of this run could not be resumed exactly, or None."""
+        problem = order_problem(getattr(self.state.data, "trn_dl", None))
+        if problem is None:
+            return None
+        return (f"mid-epoch checkpoints need a training loader whose epoch order a resume can "
+                f"replay, but {problem}; a resume would continue the epoch in another order. "
+                f"Checkpoint at epoch ends only (every_n_iters=None), or train from an "
+                f"ArrayLoader or a DataLoader with torch's own samplers")
     def resume_position(self) -> tuple[int, int] | None:
         """`(epoch, batch_idx)` to resume from if training stopped now, or None mid-step."""
         s = self.state
@@ -150,6 +170,8 @@ class Checkpoint(Callback):
         pos = self.resume_position()
         if pos is None or not is_main_process():
             return None
+        if pos[1] > 0 and (problem := self._order_problem()):
+            raise ValueError(problem)
         s = self.state
         key = (*pos, s.iteration)
         if key == self._last_pos and self.last_path is not None and self.last_path.is_file():
@@ -250,7 +272,7 @@ def make_checkpoint(state: FitState, cbs: CallbackHandler | None,
                       for k, cb in _callback_states(cbs).items()},
         "rng": get_rng_states(),
         "loader": _plain(dl.state_dict(), "loader") if callable(getattr(dl, "state_dict", None))
-        else None,
+        else {"generators": [g.get_state() for g in loader_generators(dl)]},
     }
 
 
@@ -376,6 +398,9 @@ def _apply(ckpt: dict, state: FitState, cbs: CallbackHandler, path: Path) -> Non
             warnings.warn(f"resume: {path} holds no state for callback {key}; it starts afresh",
                           stacklevel=4)
     dl = getattr(state.data, "trn_dl", None)
-    if ckpt.get("loader") is not None and callable(getattr(dl, "load_state_dict", None)):
-        dl.load_state_dict(ckpt["loader"])
+    saved_loader = ckpt.get("loader")
+    if saved_loader is not None and callable(getattr(dl, "load_state_dict", None)):
+        dl.load_state_dict(saved_loader)
+    elif isinstance(saved_loader, dict) and "generators" in saved_loader:
+        set_loader_rng_state(dl, saved_loader)
     set_rng_states(ckpt["rng"])

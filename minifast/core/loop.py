@@ -9,6 +9,7 @@ loop" page for a walk through it.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -17,6 +18,7 @@ import torch
 from ..runtime.modules import eval_mode
 from ..runtime.ranks import all_reduce_sums, is_sharded
 from .events import StopTraining
+from .order import loader_rng_state, replay_epoch
 from .state import FitState
 from .stepper import NonFiniteLossError, Stepper
 
@@ -77,15 +79,28 @@ def train_epoch(state: FitState, interrupted: Callable[[], bool] = lambda: False
 
 
 def epoch_batches(dl, state: FitState) -> Iterator:
-    """The batches of `state.epoch`, skipping the `state.batch_idx` already done (resume)."""
+    """The batches of `state.epoch`, skipping the `state.batch_idx` already done (resume).
+
+    An `ArrayLoader`'s order is a function of (seed, epoch). Any other loader's is drawn
+    when `iter(dl)` starts the epoch: the RNG states it draws from are kept in
+    `state.epoch_rng` (and so in checkpoints), and a mid-epoch resume draws the same order
+    from them (`core.order.replay_epoch`)."""
     if hasattr(dl, "set_epoch"):
         dl.set_epoch(state.epoch)
     if hasattr(dl, "batches"):
         return dl.batches(state.batch_idx)
-    it = iter(dl)
-    for _ in range(state.batch_idx):
-        next(it)
-    return it
+    if state.batch_idx == 0:
+        state.epoch_rng = loader_rng_state(dl)
+        return iter(dl)
+    if state.epoch_rng is None:  # a checkpoint from before this was recorded (format 1)
+        warnings.warn(f"resume: the checkpoint does not hold the RNG state epoch {state.epoch} "
+                      f"drew its order from, so the rest of this epoch may come in another "
+                      f"order than the interrupted run's", stacklevel=3)
+        it = iter(dl)
+        for _ in range(state.batch_idx):
+            next(it)
+        return it
+    return replay_epoch(dl, state.epoch_rng, state.batch_idx)
 
 
 def _epoch_row(state: FitState) -> dict:

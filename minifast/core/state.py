@@ -20,7 +20,9 @@ class FitState:
     `loss_tensor` (replaceable in `on_backward_begin`), `loss` (raw loss, float),
     `avg_loss` (the exponential moving average, biased), `smooth_loss` (debiased: what
     `on_batch_end` receives) and `loss_weight` (this batch's weight in the average).
-    Per epoch: `vals` (`[val_loss, *metrics]`), `history` (one dict per finished epoch).
+    Per epoch: `vals` (`[val_loss, *metrics]`), `history` (one dict per finished epoch),
+    `epoch_rng` (the RNG states a loader other than `ArrayLoader` drew this epoch's order
+    from; see `core.order`).
     The run's parts: `model`, `opt`, `data`, `stepper`, `crit`, `metrics`, `cbs` (the
     `CallbackHandler` firing the events) and `recorder` (the run's `Recorder`); both are
     let go when the run ends (the result keeps the recorder), so no reference cycle outlives it.
@@ -50,6 +52,7 @@ class FitState:
     vals: list = field(factory=list)
     history: list = field(factory=list)
     epoch_start: float = 0.0
+    epoch_rng: dict | None = None
     interrupted: bool = False
     stopped: bool = False
     error: BaseException | None = None
@@ -91,6 +94,7 @@ class FitState:
             "avg_loss": self.avg_loss,
             "smooth_loss": self.smooth_loss,
             "history": [dict(h) for h in self.history],
+            "epoch_rng": self.epoch_rng,
         }
 
     def load_state_dict(self, sd: dict) -> None:
@@ -98,3 +102,4 @@ class FitState:
         self.epoch, self.iteration, self.batch_idx = sd["epoch"], sd["iteration"], sd["batch_idx"]
         self.avg_loss = sd["avg_loss"]
         self.history = [dict(h) for h in sd["history"]]
+        self.epoch_rng = sd.get("epoch_rng")  # absent from format-1 checkpoints
