@@ -155,6 +155,36 @@ def test_missing_or_misspelled_column_suggests_closest(tmp_path, args, match):
         CollabFilterDataset.from_csv(tmp_path, "ratings.csv", *args)
 
 
+@pytest.mark.parametrize("sep", [";", "\t", "|"])
+def test_wrong_separator_suggests_the_right_one(tmp_path, sep):
+    header = sep.join(["userId", "movieId", "rating"])
+    write(tmp_path, "\n".join([header, sep.join("124"), sep.join("223")]) + "\n")
+    with pytest.raises(ValueError) as e:
+        CollabFilterDataset.from_csv(tmp_path, "ratings.csv", "userId", "movieId", "rating")
+    assert str(e.value) == (f"ratings.csv was read as one column {header!r}, so the user, item "
+                            f"and rating columns were not found: it looks separated by {sep!r}; "
+                            f"pass sep={sep!r}")
+    cf = CollabFilterDataset.from_csv(tmp_path, "ratings.csv", "userId", "movieId", "rating",
+                                      sep=sep)  # the advice works: sep= goes to pd.read_csv
+    assert (cf.n, cf.max_score) == (2, 4.0)
+
+
+def test_wrong_separator_without_header_and_a_comma_file_read_with_sep(tmp_path):
+    write(tmp_path, "1;5;3\n2;5;4\n", "u.data")
+    with pytest.raises(ValueError, match=r"one column '1;5;3'.*pass sep=';'$"):
+        CollabFilterDataset.from_csv(tmp_path, "u.data", 0, 1, 2, header=None)
+    write(tmp_path, "u,i,r\n1,5,3\n")
+    with pytest.raises(ValueError, match=r"pass sep=','$"):
+        CollabFilterDataset.from_csv(tmp_path, "ratings.csv", "u", "i", "r", sep=";")
+
+
+def test_one_column_without_a_separator_gets_no_separator_advice(tmp_path):
+    write(tmp_path, "stars\n3\n4\n")
+    with pytest.raises(ValueError) as e:
+        CollabFilterDataset.from_csv(tmp_path, "ratings.csv", "u", "i", "stars")
+    assert "sep=" not in str(e.value)
+
+
 def test_non_numeric_and_nan_ratings_counted_with_lines(tmp_path):
     write(tmp_path, "u,i,r\n1,1,4\n1,2,great\n2,1,\n2,2,3\n3,1,inf\n")
     with pytest.raises(ValueError) as e:

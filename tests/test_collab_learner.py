@@ -106,6 +106,34 @@ def test_unseen_ids_error_names_them(trained):
         learn.predict_ratings([1000], ["nope"])
 
 
+@pytest.mark.parametrize("users, items, match", [
+    ([1000, 1001, 1002], ["m0", "m1"], r"same length .*or one be a scalar; got 3 users and 2 items, "
+                                       r"shapes \(3,\) and \(2,\)"),
+    (np.full((2, 3), 1000), ["m0", "m1"], r"got 2 users and 2 items, shapes \(2, 3\) and \(2,\)"),
+])
+def test_predict_ratings_mismatched_lengths_name_both(trained, users, items, match):
+    learn = trained[2]
+    with pytest.raises(ValueError, match=match) as e:
+        learn.predict_ratings(users, items)
+    assert "broadcast together" not in str(e.value)  # not numpy's own message
+
+
+def test_is_known_tells_trained_ids(tmp_path):
+    df = synthetic()
+    extra = pd.DataFrame({"user": [7777], "item": ["m0"], "rating": [4.0]})
+    df = pd.concat([df, extra], ignore_index=True)
+    cf = CollabFilterDataset.from_data_frame(tmp_path, df, "user", "item", "rating")
+    val = np.r_[get_cv_idxs(cf.n - 1), cf.n - 1]  # the new user's only row is in validation
+    learn = cf.get_learner(4, val, 32)
+    got = learn.is_known(users=[1000, 7777, 5])  # trained, validation only, not in the data
+    assert got.dtype == bool and got.tolist() == [True, False, False]
+    assert learn.is_known(users=1000).shape == () and bool(learn.is_known(users=1000))
+    assert learn.is_known(items=np.array([["m0", "nope"]])).tolist() == [[True, False]]
+    for bad in ({}, {"users": 1000, "items": "m0"}):
+        with pytest.raises(ValueError, match="exactly one of users= or items="):
+            learn.is_known(**bad)
+
+
 def test_validation_only_id_counts_as_unseen(tmp_path):
     df = synthetic()
     extra = pd.DataFrame({"user": [7777], "item": ["m0"], "rating": [4.0]})

@@ -166,8 +166,8 @@ def run(args: argparse.Namespace) -> None:
     print(f"saved model weights to {saved}")
     user = cf.idx2user[0] if args.user is None else _raw_id(cf, args.user)
     rec = learn.recommend(user, n=args.n, fallback=True)
-    unseen = learn._indices([user], "user", True, "item")[0] < 0
-    how = " (unseen in training: by the baseline, mean + item bias)" if unseen else ""
+    how = ("" if learn.is_known(users=user) else
+           " (unseen in training: by the baseline, mean + item bias)")
     print(f"\ntop {len(rec)} recommendations for user {user}{how}:")
     print(rec.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 

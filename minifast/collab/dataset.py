@@ -62,6 +62,23 @@ def _find_column(df: pd.DataFrame, name, role: str, source: str) -> pd.Series:
     return df.iloc[:, hits[0]]
 
 
+def _separator_hint(df: pd.DataFrame, source: str, read_csv_kwargs: dict) -> str | None:
+    """When a CSV was read into a single column whose name (or, without a header, whose
+    first value) holds another separator, the advice to pass it; else None."""
+    if df.shape[1] != 1:
+        return None
+    text = df.iloc[0, 0] if read_csv_kwargs.get("header", 0) is None and len(df) else df.columns[0]
+    if not isinstance(text, str):
+        return None
+    used = read_csv_kwargs.get("sep", read_csv_kwargs.get("delimiter", ","))
+    counts = {c: text.count(c) for c in (";", "\t", "|", ",") if c != used}
+    sep = max(counts, key=counts.get)
+    if not counts[sep]:
+        return None
+    return (f"{source} was read as one column {text!r}, so the user, item and rating columns "
+            f"were not found: it looks separated by {sep!r}; pass sep={sep!r}")
+
+
 def _same_label(a, b) -> bool:
     try:
         return isinstance(a, str) == isinstance(b, str) and bool(a == b)
@@ -173,7 +190,13 @@ class CollabFilterDataset:
         except (pd.errors.ParserError, UnicodeDecodeError) as e:
             raise ValueError(f"{file} could not be parsed as CSV: {e}") from e
         rows = _Rows(file.name, header_lines=0 if read_csv_kwargs.get("header", 0) is None else 1)
-        return cls._from_frame(path, df, user_name, item_name, rating_name, rows)
+        try:
+            return cls._from_frame(path, df, user_name, item_name, rating_name, rows)
+        except ValueError as e:
+            hint = _separator_hint(df, file.name, read_csv_kwargs)
+            if hint is None:
+                raise
+            raise ValueError(hint) from e
 
     @classmethod
     def _from_frame(cls, path, df, user_name, item_name, rating_name, rows: _Rows):

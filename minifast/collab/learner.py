@@ -91,13 +91,27 @@ class CollabFilterLearner(Learner):
                               "item_known": n_i > 0}
         return self._baseline
 
-    def _indices(self, ids, role: str, fallback: bool, other: str) -> np.ndarray:
-        """Flat indices of raw ids; -1 for unseen ones (only with `fallback`)."""
+    def _lookup(self, ids, role: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`(flat raw ids, their indices or -1 when not in the data set, trained mask)`."""
         cf, stats = self._need_cf(), self._train_stats()
         flat = np.asarray(ids).reshape(-1)
         idx = (cf.user_idxs if role == "user" else cf.item_idxs)(flat, missing="ignore")
         trained = np.zeros(len(idx), dtype=bool)
         trained[idx >= 0] = stats[f"{role}_known"][idx[idx >= 0]]
+        return flat, idx, trained
+
+    def is_known(self, users=None, items=None) -> np.ndarray:
+        """Whether each raw id has training ratings (is *known*, in the class docs' sense:
+        the model predicts for it without `fallback`), as a bool array shaped like the ids
+        (0-d for a scalar). Pass exactly one of `users` or `items`."""
+        if (users is None) == (items is None):
+            raise ValueError("is_known: pass exactly one of users= or items=")
+        ids, role = (users, "user") if items is None else (items, "item")
+        return self._lookup(ids, role)[2].reshape(np.shape(ids))
+
+    def _indices(self, ids, role: str, fallback: bool, other: str) -> np.ndarray:
+        """Flat indices of raw ids; -1 for unseen ones (only with `fallback`)."""
+        flat, idx, trained = self._lookup(ids, role)
         if not trained.all() and not fallback:
             j = int(np.flatnonzero(~trained)[0])
             why = ("is not in the data set" if idx[j] < 0 else
@@ -124,14 +138,15 @@ class CollabFilterLearner(Learner):
 
     def predict_ratings(self, users, items, fallback: bool = False) -> np.ndarray:
         """Predicted ratings of raw user ids `users` for raw item ids `items` (scalars or
-        arrays, broadcast against each other), as float32.
+        arrays of one length, or any shapes that broadcast against each other), as float32;
+        shapes that do not broadcast raise a ValueError naming both.
 
         An id without training ratings raises `UnknownIdError` naming it, unless `fallback`
         (then: global mean + the known side's bias; see the class docs).
         """
+        shape = _pair_shape(users, items)
         ui = self._indices(users, "user", fallback, "item")
         ii = self._indices(items, "item", fallback, "user")
-        shape = np.broadcast_shapes(np.shape(users), np.shape(items))
         ui, ii = (np.broadcast_to(a.reshape(np.shape(x)), shape).reshape(-1)
                   for a, x in ((ui, users), (ii, items)))
         both = (ui >= 0) & (ii >= 0)
@@ -183,3 +198,16 @@ class CollabFilterLearner(Learner):
     def __repr__(self) -> str:
         cf = "" if self.cf is None else f", n_users={self.cf.n_users}, n_items={self.cf.n_items}"
         return f"CollabFilterLearner(model={type(unwrap(self.model)).__name__}{cf})"
+
+
+def _pair_shape(users, items) -> tuple[int, ...]:
+    """The shape `users` and `items` broadcast to, or a ValueError naming both shapes."""
+    su, si = np.shape(users), np.shape(items)
+    try:
+        return np.broadcast_shapes(su, si)
+    except ValueError:
+        lens = (f"{su[0]} users and {si[0]} items, shapes {su} and {si}" if su and si
+                else f"shapes {su} and {si}")
+        raise ValueError(f"predict_ratings: users and items must have the same length (or "
+                         f"broadcast against each other), or one be a scalar; got {lens}"
+                         ) from None
