@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
 import torch
 
+from ..checks import positive_int
 from ..runtime.modules import eval_mode, model_device, unwrap
 from ..runtime.precision import autocast_args, grad_scaler_for
 from .events import CallbackHandler
@@ -65,6 +67,12 @@ class Stepper:
     (GPU only) also scales the loss with a `torch.amp.GradScaler` (or the one given as
     `grad_scaler`): a step whose scaled gradients overflow is skipped and the scale lowered,
     as torch's recipe does (`skipped_steps` counts them); its state is in `state_dict()`.
+
+    `accumulate=n` splits each batch into `n` micro-batches and sums their gradients before
+    the one optimiser step: the step is the same as for the whole batch (mean-reduced losses;
+    BatchNorm sees micro-batches), but activations take the memory of one micro-batch. The
+    loader's batch is the optimiser's batch, so schedules, the recorder and checkpoints count
+    optimiser steps. `on_backward_begin` fires once per micro-batch.
     """
 
     def __init__(
@@ -79,6 +87,7 @@ class Stepper:
         check_grads: bool | None = None,
         precision: str | None = None,
         grad_scaler=None,
+        accumulate: int = 1,
     ):
         if clip is None:
             clip = 0.0
@@ -92,6 +101,7 @@ class Stepper:
         self.precision, self.autocast = precision, autocast_args(precision, device)
         self.scaler = grad_scaler if grad_scaler is not None else grad_scaler_for(precision, device)
         self.skipped_steps = 0
+        self.accumulate = positive_int(accumulate, "accumulate")
         if check_grads is None:
             check_grads = bool(self.clip) or getattr(device, "type", None) == "cuda"
         # a gradient scaler needs to know about overflows to skip those steps
@@ -129,28 +139,19 @@ class Stepper:
 
     def step(self, xs, y, epoch: int | None = None) -> float:
         """Train on one batch; return the raw loss (before `reg_fn`) as a float."""
-        cbs, state = self.cbs, self.cbs.state
-        out, raw_loss, loss = self.forward(xs, y)
-        if not self.check_grads:
-            raw = raw_loss.item()  # the one host sync per step; also guards the weights below
-            if self.stop_on_nan:
-                self._check_loss(raw if loss is raw_loss else loss.item(), y)
-        if cbs.events["on_backward_begin"]:
-            state.preds, state.loss_tensor = out, loss
-            cbs("on_backward_begin")
-            loss = state.loss_tensor
-        total = loss.detach() if self.check_grads else None
-        if self.scaler is None:
-            loss.backward()
+        cbs = self.cbs
+        if self.accumulate == 1:
+            raw, raw_loss, total = self._backward(xs, y)
         else:
-            self.scaler.scale(loss).backward()
+            raw, raw_loss, total = self._accumulate(xs, y)
+        if self.scaler is not None:
             self.scaler.unscale_(self.opt)  # callbacks and clipping see the true gradients
         cbs("on_backward_end")
         norm = None
         if self.clip:
             norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
-        if self.check_grads:  # loss and gradient norm in the step's one host sync
-            raw, finite = self._check_loss_and_grads(raw_loss.detach(), total, norm, y)
+        if raw is None:  # loss (and gradient norm) in the step's one host sync
+            raw, finite = self._check_loss_and_grads(raw_loss, total, norm, y)
             if not finite:  # a scaled step that overflowed: skip it, lower the scale
                 self.scaler.update()
                 self.skipped_steps += 1
@@ -166,6 +167,46 @@ class Stepper:
         self.opt.zero_grad(set_to_none=True)
         return raw
 
+    def _backward(self, xs, y, weight: float = 1.0, late: bool | None = None):
+        """Forward and backward of one (micro-)batch, its loss weighted by `weight`;
+        `(raw loss float or None, raw loss tensor, total loss tensor)`: the float is taken
+        (and the loss checked) before backward unless the check comes after it (`late`)."""
+        cbs, state = self.cbs, self.cbs.state
+        late = self.check_grads if late is None else late
+        out, raw_loss, loss = self.forward(xs, y)
+        raw = None
+        if not late:
+            raw = raw_loss.item()  # the one host sync per step; also guards the weights below
+            if self.stop_on_nan:
+                self._check_loss(raw if loss is raw_loss else loss.item(), y)
+        if weight != 1.0:
+            raw_loss, loss = raw_loss * weight, loss * weight
+        if cbs.events["on_backward_begin"]:
+            state.preds, state.loss_tensor = out, loss
+            cbs("on_backward_begin")
+            loss = state.loss_tensor
+        total = loss.detach() if late else None
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+        return raw, raw_loss.detach(), total
+
+    def _accumulate(self, xs, y):
+        """`accumulate` micro-batches of one batch, their gradients summed, each loss weighted
+        by its share of the rows (so the step equals one over the whole batch, for mean-reduced
+        losses); a DDP model syncs its gradients once, with the last micro-batch."""
+        n_rows = len(y)
+        parts = [torch.tensor_split(t, self.accumulate) for t in (*xs, y)]
+        raws, totals = [], []
+        for i in range(self.accumulate):
+            *mxs, my = [p[i] for p in parts]
+            if len(my) == 0:
+                continue
+            sync = i == self.accumulate - 1 or not hasattr(self.model, "no_sync")
+            with contextlib.nullcontext() if sync else self.model.no_sync():
+                _, raw_loss, total = self._backward(mxs, my, len(my) / n_rows, late=True)
+            raws.append(raw_loss)
+            totals.append(total)
+        return None, torch.stack(raws).sum(), torch.stack(totals).sum()
+
     def _check_loss(self, total: float, y) -> None:
         if not math.isfinite(total):
             bad = self._bad_targets(y)
@@ -173,17 +214,19 @@ class Stepper:
 
     def _check_loss_and_grads(self, raw_loss, total, norm, y) -> tuple[float, bool]:
         """`(raw loss, whether the step may be taken)`, from one host sync; raises when the
-        loss or (without a gradient scaler) the gradients are not finite."""
+        loss or (with `check_grads`, without a gradient scaler) the gradients are not finite."""
         if norm is None:
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             norm = (torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-                    if grads else torch.zeros((), device=total.device))
+                    if grads and self.check_grads else torch.zeros((), device=total.device))
         raw, total_f, norm_f = torch.stack([raw_loss.float(), total.float(),
                                             norm.float().to(total.device)]).tolist()
         if math.isfinite(total_f) and math.isfinite(norm_f):
             return raw, True
+        if not self.stop_on_nan and self.scaler is None:
+            return raw, True  # let it through, as asked
         self.opt.zero_grad(set_to_none=True)  # no step: leave no bad gradients behind
-        if self.stop_on_nan:
+        if self.stop_on_nan and not math.isfinite(total_f):
             self._check_loss(total_f, y)
         if self.scaler is not None:
             return raw, False
