@@ -45,6 +45,7 @@ from .data import (
     split_by_idx,
 )
 from .learner import Learner, default_crit
+from .metrics import accuracy, f1, fbeta, mae, r2, rmse
 from .optim import (
     LazyAdam,
     build_optimizer,
@@ -98,4 +99,5 @@ __all__ = [
     "FlushState", "denormals_flushed", "flush_denormal", "set_flush_denormal",
     "keep_freed_memory", "release_freed_memory", "set_malloc_thresholds", "set_seed",
     "build_optimizer", "fused_supported", "LazyAdam", "has_sparse_embeddings", "sparse_embeddings",
+    "accuracy", "f1", "fbeta", "mae", "r2", "rmse",
 ]

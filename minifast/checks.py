@@ -7,7 +7,7 @@ Each returns the value in the form the caller uses (an `int`, a `float`, a list)
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -17,6 +17,7 @@ __all__ = [
     "non_negative_int",
     "check_batch_size",
     "check_metrics",
+    "is_stateful_metric",
     "check_cycle_mult",
     "check_lrs",
     "check_moms",
@@ -63,17 +64,25 @@ def check_positive_number(value, name: str) -> float:
     return float(value)
 
 
-def check_metrics(metrics) -> list[Callable]:
-    """Metrics as a list of callables `metric(preds, y)`: None gives `[]`, one callable a list
-    of one; anything that is not callable raises a ValueError naming it."""
+def is_stateful_metric(metric) -> bool:
+    """Whether `metric` follows the stateful protocol `reset()`, `accumulate(preds, y)`,
+    `value()` (fed batch by batch, for sets too big to hold) rather than being a whole-set
+    function `metric(preds, y)`."""
+    return all(callable(getattr(metric, a, None)) for a in ("reset", "accumulate", "value"))
+
+
+def check_metrics(metrics) -> list:
+    """Metrics as a list: None gives `[]`, one metric a list of one. Each is a callable
+    `metric(preds, y)` or a stateful metric (see `is_stateful_metric`); anything else raises a
+    ValueError naming it."""
     if metrics is None:
         return []
     metrics = list(metrics) if isinstance(metrics, (list, tuple)) else [metrics]
     for m in metrics:
-        if not callable(m):
+        if not (callable(m) or is_stateful_metric(m)):
             raise ValueError(
-                f"metrics must be callables metric(preds, y) returning a number; got {m!r} "
-                f"({type(m).__name__})"
+                f"metrics must be callables metric(preds, y) returning a number, or objects "
+                f"with reset(), accumulate(preds, y) and value(); got {m!r} ({type(m).__name__})"
             )
     return metrics
 

@@ -10,15 +10,14 @@ distributed=False)` opts out. See docs/distributed.md for what is synchronised a
 from __future__ import annotations
 
 import atexit
-import functools
 import os
-import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
 
+from .checks import is_stateful_metric
 from .core.events import Callback
 from .core.state import FitState
 from .runtime.modules import unwrap
@@ -34,12 +33,12 @@ from .runtime.ranks import (
 __all__ = ["DistributedFit"]
 
 
-def _per_batch(metrics) -> bool:
-    """Whether every metric is a plain function, so that batch-weighted sums over each rank's
-    shard add up to the global value. A callable object may keep state across batches (e.g. a
-    ranking metric that needs the whole validation set), so it gets the whole set."""
-    kinds = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, functools.partial)
-    return all(isinstance(m, kinds) for m in metrics)
+def _shard_validation(metrics) -> bool:
+    """Whether the validation loader may be sharded across ranks: yes unless a metric is
+    stateful (`reset/accumulate/value`), whose batch-by-batch state cannot be combined across
+    ranks. Whole-set metrics `metric(preds, y)` are exact when sharded: `validate` all-gathers
+    the ranks' predictions and targets back into the unsharded order before calling them."""
+    return not any(is_stateful_metric(m) for m in metrics)
 
 
 def _auto_init(distributed: bool | None) -> bool:
@@ -109,8 +108,8 @@ class DistributedFit:
     """What `fit` does under DDP, for the duration of one call (used by `fit`).
 
     `start` checks that every rank holds the same data, gives every rank rank 0's shuffling
-    seed, shards the training `ArrayLoader` across ranks (and the validation one, when every
-    metric is a plain function: see `_per_batch`), and wraps the model
+    seed, shards the training `ArrayLoader` across ranks (and the validation one, unless a metric
+    is stateful: see `_shard_validation`), and wraps the model
     in DistributedDataParallel for the stepper (`state.model` stays the user's module, whose
     Parameters the optimiser holds). `stop` undoes all of it. `distributed=None` means: when
     launched by torchrun or a process group of more than one rank exists; False: never.
@@ -141,9 +140,9 @@ class DistributedFit:
 
     def _start(self, state: FitState) -> None:
         W, data = world_size(), state.data
-        # Validation is sharded too (its sums are all-reduced) unless a metric may need the
-        # whole set; then every rank validates all of it, which is exact without any sync.
-        val = data.val_dl if _per_batch(state.metrics) else None
+        # Validation is sharded too (validate gathers the shards for the metrics) unless a
+        # metric is stateful; then every rank validates all of it, exact without any sync.
+        val = data.val_dl if _shard_validation(state.metrics) else None
         loaders = [dl for dl in (data.trn_dl, val) if _loader_info(dl) is not None]
         mine = ([_loader_info(dl) for dl in loaders], [dl.seed for dl in loaders])
         everyone: list = [None] * W

@@ -1,8 +1,9 @@
 """One rank of the distributed test, started by torchrun from tests/test_distributed.py.
 
 Trains the collab model with `fit` exactly as a single-process script would (fit itself
-detects torchrun and joins the group), recording which rating rows each rank used, then checks
-an error mid-run leaves the model, stepper and loaders as they were. Each rank writes
+detects torchrun and joins the group), recording which rating rows each rank used and the
+whole-set metrics next to the values the final model's predictions give, then checks an error
+mid-run leaves the model, stepper and loaders as they were. Each rank writes
 `rank{r}.json` to the output folder; rank 0 also writes the model's initial and final weights.
 
     python -m torch.distributed.run --nproc_per_node 2 tests/ddp_worker.py OUT CONFIG_JSON
@@ -20,7 +21,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from minifast import Callback, CSVLogger, SaveBestModel, Stepper, fit, get_cv_idxs
+from minifast import Callback, CSVLogger, SaveBestModel, Stepper, fit, get_cv_idxs, predict
 from minifast.runtime.modules import unwrap
 from minifast.runtime.ranks import is_main_process, rank, world_size
 
@@ -47,8 +48,35 @@ def collab_parts(cfg: dict, bs: int, seed: int | None):
 
 
 def mae(preds, y):
-    """Mean absolute error (a metric all-reduced by validate)."""
+    """Mean absolute error (a whole-set metric: exact even when averaged per batch)."""
     return (preds - y).abs().mean()
+
+
+def rmse(preds, y):
+    """A user's RMSE: exact only when computed on the whole set at once."""
+    return torch.sqrt(F.mse_loss(preds, y))
+
+
+class StreamingRMSE:
+    """A stateful metric (reset/accumulate/value): validation stays unsharded for it."""
+
+    __name__ = "streaming_rmse"
+
+    def reset(self):
+        self.sse, self.n = 0.0, 0
+
+    def accumulate(self, preds, y):
+        self.sse += float(((preds.double() - y.double()) ** 2).sum())
+        self.n += y.numel()
+
+    def value(self):
+        return (self.sse / self.n) ** 0.5
+
+
+def predicted_rmse(model, data) -> float:
+    """The RMSE of the model's predictions on the whole (unsharded) validation set."""
+    p = predict(unwrap(model), data.val_dl).astype(np.float64)
+    return float(np.sqrt(np.mean((p - data.val_dl.tensors[-1].numpy()) ** 2)))
 
 
 class RowLog(Callback):
@@ -102,7 +130,7 @@ def main(out: Path, cfg: dict) -> None:
         torch.save(model.state_dict(), out / "init.pt")
     opt = torch.optim.Adam(model.parameters(), cfg["lr"])
     log, probe = RowLog(), ValProbe()
-    res = fit(model, data, cfg["epochs"], opt, F.mse_loss, metrics=[mae],
+    res = fit(model, data, cfg["epochs"], opt, F.mse_loss, metrics=[mae, rmse],
               callbacks=[log, probe, SaveBestModel(out / f"best{r}.pt"),
                          CSVLogger(out / f"log{r}.csv")])
     assert world_size() == 2 and rank() == r
@@ -117,6 +145,7 @@ def main(out: Path, cfg: dict) -> None:
         "n_batches": log.n_batches,
         "sizes": log.sizes,
         "val_sharded": probe.sharded,
+        "predicted_rmse": predicted_rmse(model, data),
         "trn_pairs": data.trn_dl.tensors[0].tolist(),
         "after": {"world_size": data.trn_dl.world_size, "val_world_size": data.val_dl.world_size,
                   "model_type": type(res.state.stepper.model).__name__},
@@ -131,6 +160,11 @@ def main(out: Path, cfg: dict) -> None:
                              "model_type": type(stepper.model).__name__}
     again = fit(model, data, 1, opt, F.mse_loss, verbose=False)
     result["again"] = list(again)
+    probe = ValProbe()
+    stream = fit(model, data, 1, opt, F.mse_loss, metrics=[StreamingRMSE(), rmse],
+                 callbacks=[probe], verbose=False)
+    result["stateful"] = {"vals": list(stream), "val_sharded": probe.sharded,
+                          "predicted_rmse": predicted_rmse(model, data)}
     result["learner"] = learner_part(out, cfg, cf)
     (out / f"rank{r}.json").write_text(json.dumps(result))
 
@@ -139,7 +173,7 @@ def learner_part(out: Path, cfg: dict, cf) -> dict:
     """The Learner under DDP: lr_find refuses, SGDR over global iterations, a stateful
     (whole-validation-set) metric, rank-0-only saving, and resuming from a checkpoint."""
     from minifast.callbacks.checkpoint import Checkpoint
-    from minifast.collab import precision_at_k
+    from minifast.collab import precision_at_k, ranking_scores
 
     res: dict = {}
     torch.manual_seed(0)
@@ -154,6 +188,8 @@ def learner_part(out: Path, cfg: dict, cf) -> dict:
                        verbose=False)
     res.update(lrs=learn.recorder.lrs, iterations=learn.recorder.iterations,
                history=fitted.history, val_sharded=probe.sharded)
+    cats, _, y = learn.data.val_dl.tensors
+    res["predicted_precision"] = ranking_scores(cats[:, 0], learn.predict(), y, 5)["precision"]
     learn.save("ddp")
     resumed = learn.fit(cfg["lr"], 1, cycle_len=3, callbacks=[probe2], resume=out / "ckpt",
                         verbose=False)

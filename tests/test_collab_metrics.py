@@ -99,8 +99,9 @@ def test_unbound_or_wrongly_bound_metric_fails_loudly(setup, tmp_path):
     cats, _, y = md.val_dl.tensors
     m = RankingMetric("ndcg", 5).bind((cats[:, 0], y.flip(0)))
     with pytest.raises(ValueError, match="targets seen differ"):
-        for *xs, yb in md.val_dl:
-            m(model(*xs), yb)
+        m(predict(model, md.val_dl), y)  # validate calls a metric once, on the whole set
+    with pytest.raises(ValueError, match="takes the whole set at once"):
+        m(torch.zeros(23, 1), y[:23])
     with pytest.raises(ValueError, match="kind"):
         RankingMetric("map", 5)
     with pytest.raises(ValueError, match="cannot bind"):

@@ -195,14 +195,14 @@ def ddp_run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def single_run(ddp_run):
     """One process, batch 2b, rank 0's shuffle seed and initial weights."""
-    from ddp_worker import collab_parts, mae
+    from ddp_worker import collab_parts, mae, rmse
 
     out, ranks, _ = ddp_run
     torch.manual_seed(0)
     cf, data, model = collab_parts(CFG, 2 * CFG["bs"], seed=ranks[0]["seed"])
     model.load_state_dict(torch.load(out / "init.pt", weights_only=True))
     opt = torch.optim.Adam(model.parameters(), CFG["lr"])
-    res = fit(model, data, CFG["epochs"], opt, F.mse_loss, metrics=[mae], verbose=False)
+    res = fit(model, data, CFG["epochs"], opt, F.mse_loss, metrics=[mae, rmse], verbose=False)
     return cf, model, res, data
 
 
@@ -212,7 +212,7 @@ def test_two_ranks_equal_one_process_with_double_batch(ddp_run, single_run):
     for rk in ranks:  # every rank reports the same global values...
         assert [h["val_loss"] for h in rk["history"]] == [h["val_loss"] for h in ranks[0]["history"]]
         assert [h["trn_loss"] for h in rk["history"]] == [h["trn_loss"] for h in ranks[0]["history"]]
-    for key in ("val_loss", "mae", "trn_loss"):  # ...those of one process with batch 2b
+    for key in ("val_loss", "mae", "rmse", "trn_loss"):  # ...those of one process with batch 2b
         two = [h[key] for h in ranks[0]["history"]]
         one = [h[key] for h in res.history]
         np.testing.assert_allclose(two, one, rtol=2e-5, err_msg=key)
@@ -280,14 +280,34 @@ def test_unwrap_returns_inner_module():
     assert unwrap(torch.nn.DataParallel(m)) is m
 
 
-def test_validation_sharded_for_plain_metrics_whole_for_stateful_ones(ddp_run):
+def test_whole_set_metrics_under_ddp_equal_the_unsharded_predictions_value(ddp_run):
+    # Validation is sharded; the shards' predictions and targets are gathered back into the
+    # unsharded order before the metrics run (per-batch averaging would give another RMSE).
     _, ranks, _ = ddp_run
     for rk in ranks:
-        assert rk["val_sharded"] == [True] * CFG["epochs"]  # mae: a plain function
-        assert rk["learner"]["val_sharded"] == [False, False]  # precision@5 needs the whole set
+        assert rk["val_sharded"] == [True] * CFG["epochs"]
+        assert rk["history"][-1]["rmse"] == ranks[0]["history"][-1]["rmse"]
+        assert rk["history"][-1]["rmse"] == pytest.approx(rk["predicted_rmse"], rel=1e-6, abs=0)
+        # precision@5 checks it gets the bound set's targets in order, so the gather's order
+        # is the unsharded one, or the fit would have raised
+        ln = rk["learner"]
+        assert ln["val_sharded"] == [True, True]
+        assert ln["history"][-1]["precision@5"] == pytest.approx(ln["predicted_precision"],
+                                                                 abs=1e-12)
     a, b = (rk["learner"]["history"] for rk in ranks)
     assert [h["precision@5"] for h in a] == [h["precision@5"] for h in b]
     assert [h["val_loss"] for h in a] == [h["val_loss"] for h in b]
+
+
+def test_a_stateful_metric_keeps_validation_unsharded_and_exact(ddp_run):
+    _, ranks, _ = ddp_run
+    for rk in ranks:
+        st = rk["stateful"]
+        assert st["val_sharded"] == [False]
+        _, streamed, whole = st["vals"]
+        assert streamed == pytest.approx(st["predicted_rmse"], rel=1e-9)
+        assert whole == pytest.approx(st["predicted_rmse"], rel=1e-6)
+    assert ranks[0]["stateful"]["vals"] == ranks[1]["stateful"]["vals"]
 
 
 def test_learner_under_ddp_refuses_lr_find_saves_once_and_resumes(ddp_run, single_run):
@@ -299,7 +319,7 @@ def test_learner_under_ddp_refuses_lr_find_saves_once_and_resumes(ddp_run, singl
         # resumed from the epoch-2 checkpoint written by rank 0: one more epoch on every rank
         assert [h["iteration"] for h in ln["resumed"]] == [17, 34, 51]
         assert ln["resumed"][:2] == ranks[0]["learner"]["history"]
-        assert ln["resumed_sharded"] == [False]
+        assert ln["resumed_sharded"] == [True]
     assert ranks[0]["learner"]["resumed"][2]["val_loss"] == ranks[1]["learner"]["resumed"][2]["val_loss"]
     sd = torch.load(out / "models" / "ddp.pt", weights_only=True)
     cf = single_run[0]

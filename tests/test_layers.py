@@ -27,15 +27,17 @@ ALLOWED = {
     "optim": {"optim", "runtime", "checks"},
     "data": {"runtime", "checks"},
     "plots": {"curves"},
-    "callbacks": {"callbacks", "core", "optim", "data", "plots", *LEAF},
-    "distributed": {"callbacks", "core", "optim", "data", "plots", *LEAF},
-    "training": {"distributed", "callbacks", "core", "optim", "data", "plots", *LEAF},
+    "metrics": {"runtime", "checks"},
+    "callbacks": {"callbacks", "core", "optim", "data", "plots", "metrics", *LEAF},
+    "distributed": {"callbacks", "core", "optim", "data", "plots", "metrics", *LEAF},
+    "training": {"distributed", "callbacks", "core", "optim", "data", "plots", "metrics",
+                 *LEAF},
     "learner": {"training", "distributed", "callbacks", "core", "optim", "data", "plots",
-                *LEAF},
+                "metrics", *LEAF},
     "collab": {"collab", "learner", "training", "distributed", "callbacks", "core", "optim",
-               "data", "plots", *LEAF},
+               "data", "plots", "metrics", *LEAF},
     "top": {"collab", "learner", "training", "distributed", "callbacks", "core", "optim", "data",
-            "plots", *LEAF},
+            "plots", "metrics", *LEAF},
 }
 
 

@@ -1,7 +1,8 @@
-"""Rating and ranking metrics: RMSE, and precision@k, recall@k, NDCG@k per user.
+"""Rating and ranking metrics: RMSE (the core's `minifast.metrics.rmse`), and precision@k,
+recall@k, NDCG@k per user.
 
 `ranking_scores` computes the ranking metrics of a whole set at once; `RankingMetric` makes
-them usable as `fit` metrics, which the core calls per validation batch.
+them usable as `fit` metrics, which the core calls once on the whole validation set.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 
 from ..checks import positive_int
+from ..metrics import rmse
 
 __all__ = [
     "rmse",
@@ -21,12 +23,6 @@ __all__ = [
 ]
 
 _KINDS = ("precision", "recall", "ndcg")
-
-
-def rmse(preds: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Root mean squared error of one batch (an approximation of the set's RMSE when averaged
-    per batch; take `sqrt(val_loss)` of an MSE loss for the exact value)."""
-    return torch.sqrt(torch.mean((preds.float().view(-1) - y.float().view(-1)) ** 2))
 
 
 def _flat(a) -> np.ndarray:
@@ -82,15 +78,14 @@ class RankingMetric:
     `RankingMetric("ndcg", k=10, threshold=4.0, data=md)`; its column name is e.g.
     `ndcg@10`; the definitions are `ranking_scores`'.
 
-    Ranking metrics need the whole validation set grouped by user, while `fit`'s `validate`
-    calls each metric per batch as `metric(preds, y)` and averages the results weighted by
-    batch size. A `RankingMetric` bridges the two without changing the core: it is *bound* to
-    the validation set (the user of every validation row, in the validation loader's order,
-    which is fixed: validation is never shuffled), accumulates each batch's predictions,
-    returns 0 for every batch but the last, and on the last returns `value * n / bs_last`, so
-    that the batch-size-weighted average `validate` computes is exactly `value`. It also
-    checks that the targets it saw are those of the set it is bound to, so a metric bound to
-    other data fails loudly instead of reporting a wrong number.
+    Ranking metrics need the whole validation set grouped by user. `fit`'s `validate` calls
+    each metric once as `metric(preds, y)` on the whole set's predictions and targets, in
+    the validation loader's order (fixed: validation is never shuffled; under DDP the ranks'
+    shards are gathered back into it). The predictions do not say which user each row is
+    for, so a `RankingMetric` is *bound* to the validation set: the user of every row, in
+    that order. It checks that the targets it is given are those of the set it is bound to,
+    so a metric bound to other data fails loudly instead of reporting a wrong number; `last`
+    holds the latest value.
 
     `CollabFilterLearner` binds its ranking metrics to its data by itself; with the core
     `fit`, pass `data=` (or call `.bind(data)`).
@@ -104,7 +99,6 @@ class RankingMetric:
         self.users: np.ndarray | None = None
         self.y: np.ndarray | None = None
         self.last: float = float("nan")
-        self.reset()
         if data is not None:
             self.bind(data)
 
@@ -128,16 +122,10 @@ class RankingMetric:
         self.users, self.y = _flat(users).astype(np.int64), _flat(y).astype(np.float32)
         if len(self.users) != len(self.y):
             raise ValueError(f"{self.__name__}: users and y have different lengths")
-        self.reset()
         return self
 
-    def reset(self) -> None:
-        """Forget a partial validation pass."""
-        self._preds: list[np.ndarray] = []
-        self._ys: list[np.ndarray] = []
-        self._seen = 0
-
     def __call__(self, preds: torch.Tensor, y: torch.Tensor) -> float:
+        """The metric of the whole bound validation set, from its predictions and targets."""
         if not self.bound:
             raise ValueError(
                 f"{self.__name__} is not bound to a validation set: use it through "
@@ -145,26 +133,19 @@ class RankingMetric:
             )
         p, t = _flat(preds), _flat(y)
         n = len(self.users)
-        if self._seen + len(t) > n:
-            self.reset()
+        if len(t) != n or len(p) != n:
             raise ValueError(
                 f"{self.__name__} is bound to a validation set of {n} rows but was called on "
-                f"more: bind it to the data it is evaluated on"
+                f"{len(p)} predictions and {len(t)} targets: it takes the whole set at once; "
+                f"bind it to the data it is evaluated on"
             )
-        self._preds.append(p)
-        self._ys.append(t)
-        self._seen += len(t)
-        if self._seen < n:
-            return 0.0
-        preds_all, ys_all = np.concatenate(self._preds), np.concatenate(self._ys)
-        self.reset()
-        if not np.array_equal(ys_all.astype(np.float32), self.y):
+        if not np.array_equal(t.astype(np.float32), self.y):
             raise ValueError(
                 f"{self.__name__}: the targets seen differ from those of the bound validation "
                 f"set (in order): bind it to the data it is evaluated on"
             )
-        self.last = ranking_scores(self.users, preds_all, ys_all, self.k, self.threshold)[self.kind]
-        return self.last * n / len(t)
+        self.last = ranking_scores(self.users, p, t, self.k, self.threshold)[self.kind]
+        return self.last
 
     def __repr__(self) -> str:
         return (f"RankingMetric({self.kind!r}, k={self.k}, threshold={self.threshold:g}, "

@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..runtime.modules import eval_mode
-from ..runtime.ranks import all_reduce_sums, is_sharded
+from ..checks import is_stateful_metric
+from ..runtime.modules import eval_mode, model_device
+from ..runtime.ranks import all_gather_rows, all_reduce_sums, is_sharded
 from .events import StopTraining
 from .order import loader_rng_state, replay_epoch
 from .state import FitState
@@ -130,26 +131,85 @@ def _nan_message(state: FitState, e: NonFiniteLossError) -> str:
             f"a lower learning rate or gradient clipping (clip=...), or pass stop_on_nan=False.")
 
 
-def validate(stepper: Stepper, dl, metrics: Sequence[Callable] = ()) -> list[float]:
-    """`[loss, *metrics]` over `dl`, each averaged with batch-size weights, in eval mode."""
+def validate(stepper: Stepper, dl, metrics: Sequence = ()) -> list[float]:
+    """`[loss, *metrics]` over the whole of `dl`, in eval mode.
+
+    The loss is the batch-size-weighted mean of the criterion over the batches (exact for a
+    mean-reduced criterion). A metric is one of two kinds:
+
+    - a whole-set function `metric(preds, y)` returning a number (or a 0-d tensor): it is
+      called once, on the predictions and targets of every batch concatenated in order (on
+      the model's device), so RMSE, R², F1 or AUC are the set's values;
+    - a stateful metric, for sets too big to hold: an object with `reset()`, `accumulate(preds,
+      y)` and `value()` (see `minifast.checks.is_stateful_metric`). `reset()` is called
+      before the first batch, `accumulate` on each batch, and `value()` gives the result.
+
+    A loader sharded across DDP ranks (`world_size > 1`, whose step `i` is the ranks' shards
+    of global batch `i` in rank order, as `ArrayLoader`'s) gives each rank its shard: the loss
+    sums are all-reduced and the predictions and targets all-gathered back into the unsharded
+    order before the metrics run, so every rank reports the unsharded values. A stateful metric
+    cannot be combined across ranks, so it needs an unsharded loader (`fit` keeps validation
+    unsharded when one is given).
+    """
     if dl is None:
         return []
-    total, n, sums = 0.0, 0, [0.0] * len(metrics)
+    stateful = [is_stateful_metric(m) for m in metrics]
+    sharded = is_sharded(dl)
+    if sharded and any(stateful):
+        raise ValueError("validate: a stateful metric (reset/accumulate/value) sees only this "
+                         "rank's shard of a sharded loader; validate on the unsharded loader")
+    for m in (m for m, s in zip(metrics, stateful, strict=True) if s):
+        m.reset()
+    keep = not all(stateful)  # a whole-set metric needs every batch's preds and targets
+    total, n, preds, ys, sizes = 0.0, 0, [], [], []
     with eval_mode(stepper.model):
         for *xs, y in dl:
-            bs = len(y)
+            sizes.append(bs := len(y))
             if bs == 0:  # a rank's shard of a tiny validation set
                 continue
-            preds, loss = stepper.evaluate(xs, y)
+            out, loss = stepper.evaluate(xs, y)
             total = total + loss.detach() * bs
             n += bs
-            for i, m in enumerate(metrics):
-                sums[i] = sums[i] + m(preds, y) * bs
-    if is_sharded(dl):  # each rank saw its share: sum over ranks for the global value
-        total, n, sums = all_reduce_sums(total, n, sums)
+            for m in (m for m, s in zip(metrics, stateful, strict=True) if s):
+                m.accumulate(out, y)
+            if keep:
+                preds.append(out.detach())
+                ys.append(y)
+    if sharded:  # each rank saw its share: sum over ranks for the global value
+        total, n, _ = all_reduce_sums(total, n, [])
     if n == 0:
         return [float("nan")] * (1 + len(metrics))
-    return [float(total) / n] + [float(s) / n for s in sums]
+    if keep and metrics:
+        dev = model_device(stepper.model)
+        preds, ys = _whole_set(preds, sizes, sharded, dev), _whole_set(ys, sizes, sharded, dev)
+    vals = [m.value() if s else m(preds, ys) for m, s in zip(metrics, stateful, strict=True)]
+    return [float(total) / n] + [_number(v, m) for v, m in zip(vals, metrics, strict=True)]
+
+
+def _whole_set(parts: list[torch.Tensor], sizes: list[int], sharded: bool,
+               device: torch.device) -> torch.Tensor:
+    """The batches' tensors as one, in the unsharded order: under DDP, every rank's batches
+    gathered, step by step, each step's shards in rank order (on `device` when this rank has
+    no rows)."""
+    if not sharded:
+        return torch.cat(parts)
+    mine = torch.cat(parts) if parts else None
+    everyone = all_gather_rows(mine, device if mine is None else mine.device)
+    counts = all_gather_rows(torch.tensor(sizes, dtype=torch.int64), torch.device("cpu"))
+    shards = [t.split(c.tolist()) for t, c in zip(everyone, counts, strict=True)]
+    return torch.cat([s[i] for i in range(len(sizes)) for s in shards])
+
+
+def _number(value, metric) -> float:
+    """A metric's result as a float, or a ValueError naming the metric and what it returned."""
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):
+        name = getattr(metric, "__name__", type(metric).__name__)
+        shape = tuple(getattr(value, "shape", ()))
+        raise ValueError(f"metric {name} returned {type(value).__name__}{list(shape) or ''}: a "
+                         f"metric must return a number (or a 0-d tensor) for the whole set"
+                         ) from None
 
 
 def predict(model: torch.nn.Module, dl) -> np.ndarray:

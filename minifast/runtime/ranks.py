@@ -25,6 +25,7 @@ __all__ = [
     "process_device",
     "is_sharded",
     "all_reduce_sums",
+    "all_gather_rows",
     "init_distributed",
     "destroy_distributed",
     "distributed_session",
@@ -89,6 +90,34 @@ def all_reduce_sums(total, n: int, sums: list):
     dist.all_reduce(buf)
     vals = buf.tolist()
     return vals[0], int(vals[1]), vals[2:]
+
+
+def all_gather_rows(t: torch.Tensor | None, device: torch.device | None = None) -> list[torch.Tensor]:
+    """Every rank's `t`, in rank order, on `device` (default: `t`'s, else this rank's
+    collective device): the number of rows (dim 0) may differ between ranks, the other dims and the
+    dtype must agree. A rank with no rows passes None and still receives the others'."""
+    if world_size() == 1:
+        return [] if t is None else [t]
+    meta = None if t is None else (len(t), tuple(t.shape[1:]), str(t.dtype).removeprefix("torch."))
+    metas: list = [None] * world_size()
+    dist.all_gather_object(metas, meta)
+    kinds = {m[1:] for m in metas if m is not None}
+    if not kinds:
+        return []
+    if len(kinds) > 1:
+        raise ValueError(f"all_gather_rows: ranks hold tensors of different trailing shapes or "
+                         f"dtypes (rows, shape[1:], dtype per rank): {metas}")
+    (tail, dtype_name), = kinds
+    dtype, dev = getattr(torch, dtype_name), process_device()
+    wire = torch.uint8 if dtype == torch.bool else dtype  # gloo does not gather bools
+    rows = [0 if m is None else m[0] for m in metas]
+    buf = torch.zeros((max(rows), *tail), dtype=wire, device=dev)
+    if t is not None:
+        buf[: len(t)] = t.to(dev, wire)
+    bufs = [torch.empty_like(buf) for _ in rows]
+    dist.all_gather(bufs, buf)
+    out_dev = device or (dev if t is None else t.device)
+    return [b[:r].to(out_dev, dtype) for b, r in zip(bufs, rows, strict=True)]
 
 
 def init_distributed(backend: str | None = None, timeout: float | None = None) -> bool:
