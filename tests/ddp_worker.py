@@ -166,7 +166,17 @@ def main(out: Path, cfg: dict) -> None:
     result["stateful"] = {"vals": list(stream), "val_sharded": probe.sharded,
                           "predicted_rmse": predicted_rmse(model, data)}
     result["learner"] = learner_part(out, cfg, cf)
+    result["gather"] = gather_part()
     (out / f"rank{r}.json").write_text(json.dumps(result))
+
+
+def gather_part() -> dict:
+    """all_gather_rows when one rank has no rows (it passes None) and the dtype is bool."""
+    from minifast.runtime.ranks import all_gather_rows
+
+    mine = torch.tensor([[True, False]] * 3) if rank() == 0 else None
+    got = all_gather_rows(mine)
+    return {"rows": [g.tolist() for g in got], "dtypes": [str(g.dtype) for g in got]}
 
 
 def learner_part(out: Path, cfg: dict, cf) -> dict:

@@ -299,6 +299,15 @@ def test_whole_set_metrics_under_ddp_equal_the_unsharded_predictions_value(ddp_r
     assert [h["val_loss"] for h in a] == [h["val_loss"] for h in b]
 
 
+def test_all_gather_rows_with_a_rank_without_rows_and_bools(ddp_run):
+    _, ranks, _ = ddp_run
+    for rk in ranks:
+        assert rk["gather"] == {"rows": [[[True, False]] * 3, []],
+                                "dtypes": ["torch.bool", "torch.bool"]}
+    t = torch.arange(3)  # one process: nothing to gather
+    assert ranks.all_gather_rows(t)[0] is t and ranks.all_gather_rows(None) == []
+
+
 def test_a_stateful_metric_keeps_validation_unsharded_and_exact(ddp_run):
     _, ranks, _ = ddp_run
     for rk in ranks:
