@@ -29,7 +29,13 @@ import minifast.runtime.ranks as ranks
 from minifast import ArrayLoader, ModelData, fit
 from minifast.distributed import _ShardSync
 from minifast.runtime.modules import unwrap
-from minifast.runtime.ranks import distributed_session, is_launched, is_sharded, world_size
+from minifast.runtime.ranks import (
+    all_gather_rows,
+    distributed_session,
+    is_launched,
+    is_sharded,
+    world_size,
+)
 
 HERE = Path(__file__).resolve().parent
 CFG = {"n": 1001, "bs": 24, "epochs": 3, "lr": 0.02, "n_factors": 5}
@@ -305,7 +311,7 @@ def test_all_gather_rows_with_a_rank_without_rows_and_bools(ddp_run):
         assert rk["gather"] == {"rows": [[[True, False]] * 3, []],
                                 "dtypes": ["torch.bool", "torch.bool"]}
     t = torch.arange(3)  # one process: nothing to gather
-    assert ranks.all_gather_rows(t)[0] is t and ranks.all_gather_rows(None) == []
+    assert all_gather_rows(t)[0] is t and all_gather_rows(None) == []
 
 
 def test_a_stateful_metric_keeps_validation_unsharded_and_exact(ddp_run):
