@@ -13,14 +13,17 @@ from .callbacks import (
     CosAnneal,
     CSVLogger,
     EarlyStopping,
+    Logger,
     LR_Finder,
     LR_Updater,
+    MemoryLogger,
     OneCycle,
     Printer,
     ProgressBar,
     Recorder,
     ReduceLROnPlateau,
     SaveBestModel,
+    TensorBoardLogger,
 )
 from .callbacks.checkpoint import Checkpoint, find_checkpoints, load_checkpoint, restore_checkpoint
 from .core import (
@@ -94,7 +97,7 @@ __all__ = [
     "atomic_save", "safe_load", "FitState", "NonFiniteLossError", "Stepper",
     "Learner", "default_crit", "plot_loss", "plot_lr", "plot_lr_find", "CircularLR",
     "CircularLR_beta", "ConstantLR", "CosAnneal", "LR_Finder", "LR_Updater", "OneCycle",
-    "lr_suggestion", "sum_geom",
+    "lr_suggestion", "sum_geom", "Logger", "MemoryLogger", "TensorBoardLogger",
     "distributed_session", "init_distributed", "destroy_distributed", "is_main_process", "unwrap",
     "FlushState", "denormals_flushed", "flush_denormal", "set_flush_denormal",
     "keep_freed_memory", "release_freed_memory", "set_malloc_thresholds", "set_seed",

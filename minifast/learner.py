@@ -242,7 +242,8 @@ class Learner:
         Returns the suggested LR: the steepest descent of the smoothed loss against log(lr)
         (see `minifast.lr_suggestion`), one value per layer group when `start_lr` is a list.
         `self.sched.plot()` draws the curve with the suggestion marked. Refuses to run under
-        torch.distributed (the ranks would each search and restore on their own).
+        torch.distributed (the ranks would each search and restore on their own). Prints the
+        suggestion in one line (`verbose=False`: prints nothing).
         """
         n_procs = launched_world_size()
         if n_procs > 1:
@@ -256,6 +257,7 @@ class Learner:
         finder = LR_Finder(num_it, end_lr, self.param_groups.expand(start), linear, stop_div)
         snapshot = TrainingSnapshot.take(self.model, self.opt, self.data.trn_dl)
         self.sched = finder
+        say = kwargs.get("verbose", True) and is_main_process()  # the one line at the end
         kwargs.setdefault("verbose", False)
         kwargs.setdefault("stop_on_nan", False)  # a NaN loss ends the search, not the program
         try:
@@ -264,10 +266,13 @@ class Learner:
         finally:
             snapshot.restore()
         best = finder.suggestion()
-        if best is None:
+        out = None if best is None else [s * (best / start[self.param_groups.layer[0]]) for s in start]
+        if say:
+            print("lr_find: " + ("no suggestion (the smoothed loss never fell)" if out is None else
+                  f"suggested lr {', '.join(f'{x:.2e}' for x in out)} (steepest descent of the "
+                  "smoothed loss)") + "; learn.sched.plot() shows the curve", flush=True)
+        if out is None:
             return None
-        scale = best / start[self.param_groups.layer[0]]
-        out = [s * scale for s in start]
         return out if isinstance(start_lr, (list, tuple, np.ndarray, torch.Tensor)) else out[0]
 
     def predict(self, is_test: bool = False) -> np.ndarray:

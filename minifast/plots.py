@@ -1,9 +1,11 @@
 """Plots of a training run: loss vs iteration, LR (and momentum) vs iteration, the LR finder.
 
 matplotlib is optional (`pip install minifast[plot]`) and imported only when a plot is drawn.
-Each function returns the matplotlib `Figure`, so it can be saved (`fig.savefig(...)`). The
-figures are made through pyplot, so `plt.show()` shows them in scripts; in a notebook, end the
-line with `;` if the returned figure would otherwise be displayed twice.
+Each function returns the matplotlib `Axes` it drew on, as pyplot's own functions do, the same
+in scripts and notebooks: `ax.figure` is the figure (`ax.figure.savefig(path)` saves it). The
+figures are made through pyplot, so `plt.show()` shows them in a script, and a notebook shows
+each once (returning the `Figure` would show it twice: once by the inline backend, once more
+as the cell's value).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ def _trim(n: int, n_skip: int, n_skip_end: int) -> slice:
 
 def plot_loss(recorder, n_skip: int = 0, n_skip_end: int = 0):
     """Raw (faint) and smoothed training loss vs iteration, skipping the first `n_skip` and
-    last `n_skip_end` iterations. `recorder`: a `Recorder` (or a schedule after a fit)."""
+    last `n_skip_end` iterations. `recorder`: a `Recorder` (or a schedule after a fit).
+    Returns the `Axes`."""
     recorder = _as_recorder(recorder)
     plt = _pyplot()
     sl = _trim(len(recorder.losses), n_skip, n_skip_end)
@@ -51,11 +54,12 @@ def plot_loss(recorder, n_skip: int = 0, n_skip_end: int = 0):
     ax.set_ylabel("training loss")
     ax.legend()
     fig.tight_layout()
-    return fig
+    return ax
 
 
 def plot_lr(recorder):
-    """LR vs iteration, with a second panel for momentum when the run changed it."""
+    """LR vs iteration, with a second panel for momentum when the run changed it. Returns the
+    LR panel's `Axes`; the momentum panel, when drawn, is `ax.figure.axes[1]`."""
     recorder = _as_recorder(recorder)
     plt = _pyplot()
     moms = [m for m in recorder.moms if m is not None]
@@ -70,7 +74,7 @@ def plot_lr(recorder):
         axes[1].set_xlabel("iteration")
         axes[1].set_ylabel("momentum")
     fig.tight_layout()
-    return fig
+    return axes[0]
 
 
 def plot_lr_find(finder, losses=None, n_skip: int = 10, n_skip_end: int = 5,
@@ -79,7 +83,8 @@ def plot_lr_find(finder, losses=None, n_skip: int = 10, n_skip_end: int = 5,
     `lr_suggestion`) marked with a red dot and named in the legend.
 
     `finder`: an `LR_Finder` after `learn.lr_find()`, a `Recorder` of the search, or a
-    sequence of LRs (then `losses` is the matching sequence of smoothed losses).
+    sequence of LRs (then `losses` is the matching sequence of smoothed losses). Returns the
+    `Axes`.
     """
     if losses is None:
         rec = _as_recorder(finder)
@@ -106,4 +111,4 @@ def plot_lr_find(finder, losses=None, n_skip: int = 10, n_skip_end: int = 5,
                     label=f"steepest descent: lr={best:.2e}")
             ax.legend()
     fig.tight_layout()
-    return fig
+    return ax

@@ -24,6 +24,7 @@ from .distributed import DistributedFit
 from .runtime import denormal, malloc
 from .runtime.interrupt import sigint_at_batch_boundary
 from .runtime.modules import model_device, place_model
+from .runtime.notebook import default_progress
 from .runtime.ranks import is_main_process
 
 __all__ = ["fit", "FitResult"]
@@ -62,7 +63,8 @@ def fit(
     Per batch the raw loss feeds `avg_loss = avg_loss*avg_mom + loss*(1-avg_mom)`, reported
     debiased as `avg_loss / (1 - avg_mom**iteration)`. Extra `kwargs` (`clip`, `reg_fn`,
     `stop_on_nan`) go to the `stepper` (a class, or a built `Stepper`). `progress` (default:
-    when stderr is a terminal) shows tqdm bars; `verbose` prints a row per epoch. `resume`
+    in a notebook, or when stderr is a terminal and `CI` is not set) shows tqdm bars, widgets
+    in a notebook; `verbose` prints a row per epoch (an HTML table in a notebook). `resume`
     continues a run exactly from a checkpoint file, a folder of them (the newest good one),
     or True (the `Checkpoint` callback's own folder).
 
@@ -110,7 +112,7 @@ def _reporting(progress: bool | None, verbose: bool) -> list[Callback]:
     if not is_main_process():
         return []
     if progress is None:
-        progress = sys.stderr.isatty()
+        progress = default_progress()
     return ([Printer()] if verbose else []) + ([ProgressBar()] if progress else [])
 
 

@@ -405,9 +405,8 @@ def test_lr_find_layer_groups_and_plot(tmp_path):
     sugg = learn.lr_find(start_lr=[1e-6, 1e-5])
     assert isinstance(sugg, list) and len(sugg) == 2 and sugg[1] == pytest.approx(10 * sugg[0])
     assert learn.sched.suggestion() == pytest.approx(sugg[0])
-    fig = learn.sched.plot()
-    assert isinstance(fig, matplotlib.figure.Figure)
-    ax = fig.axes[0]
+    ax = learn.sched.plot()
+    assert isinstance(ax, matplotlib.axes.Axes)  # issue 15: the Axes, so a notebook shows it once
     assert ax.get_xscale() == "log" and "steepest descent" in ax.get_legend().get_texts()[0].get_text()
 
 
@@ -535,18 +534,23 @@ def test_best_and_cycle_save_names(tmp_path):
 # ------------------------------------------------------------------------------ plots
 
 
-def test_plots_return_figures(tmp_path):
+def test_plots_return_axes(tmp_path):
+    """Issue 15: each plot returns its Axes (a returned Figure shows twice in a notebook);
+    `ax.figure` is the figure a script saves."""
     learn = mf.Learner(make_data(tmp_path), mlp())
     learn.fit(1e-2, 1, cycle_len=2, use_clr_beta=(10, 10, 0.95, 0.85), verbose=False)
-    fig = learn.sched.plot_lr()
-    assert isinstance(fig, matplotlib.figure.Figure) and len(fig.axes) == 2  # LR and momentum
-    fig = learn.sched.plot_loss(n_skip=2)
-    assert [len(line.get_xdata()) for line in fig.axes[0].lines] == [len(learn.recorder.losses) - 2] * 2
-    assert isinstance(learn.recorder.plot_lr(), matplotlib.figure.Figure)
+    ax = learn.sched.plot_lr()
+    assert isinstance(ax, matplotlib.axes.Axes) and ax.get_ylabel() == "learning rate"
+    assert len(ax.figure.axes) == 2 and ax.figure.axes[1].get_ylabel() == "momentum"
+    ax = learn.sched.plot_loss(n_skip=2)
+    assert [len(line.get_xdata()) for line in ax.lines] == [len(learn.recorder.losses) - 2] * 2
+    assert isinstance(learn.recorder.plot_lr(), matplotlib.axes.Axes)
     learn.fit(1e-2, 1, verbose=False)
-    assert len(mf.plot_lr(learn.recorder).axes) == 1
-    fig = mf.plot_lr_find(np.logspace(-5, 0, 50), np.linspace(2, 1, 50))
-    assert fig.axes[0].get_xscale() == "log"
+    assert len(mf.plot_lr(learn.recorder).figure.axes) == 1
+    ax = mf.plot_lr_find(np.logspace(-5, 0, 50), np.linspace(2, 1, 50))
+    assert ax.get_xscale() == "log"
+    ax.figure.savefig(tmp_path / "lr_find.png")
+    assert (tmp_path / "lr_find.png").stat().st_size > 0
     with pytest.raises(ValueError, match="not been used in a fit"):
         mf.CosAnneal(10).plot_lr()
 

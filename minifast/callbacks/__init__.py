@@ -1,6 +1,7 @@
 """The callbacks floor, one file per family: recording (`Recorder`, `Printer`,
-`ProgressBar`, `CSVLogger`), tracking (`EarlyStopping`, `SaveBestModel`), schedules
-(`LR_Updater` ... `LR_Finder`) and checkpoints (`Checkpoint`, exact resume).
+`ProgressBar`, `CSVLogger`), loggers (`Logger`, `TensorBoardLogger`, `MemoryLogger`),
+tracking (`EarlyStopping`, `SaveBestModel`), schedules (`LR_Updater` ... `LR_Finder`) and
+checkpoints (`Checkpoint`, exact resume).
 
 The events and the `Callback` base are the core's (`minifast.core.events`) and are
 re-exported here, so `from minifast.callbacks import Callback` works.
@@ -14,6 +15,7 @@ from .checkpoint import (
     make_checkpoint,
     restore_checkpoint,
 )
+from .loggers import Logger, MemoryLogger, TensorBoardLogger
 from .recording import CSVLogger, Printer, ProgressBar, Recorder, format_time
 from .schedules import (
     CircularLR,
@@ -31,6 +33,7 @@ __all__ = [
     "EVENTS", "Callback", "CallbackHandler", "StopTraining",
     "Checkpoint", "find_checkpoints", "load_checkpoint", "make_checkpoint", "restore_checkpoint",
     "CSVLogger", "Printer", "ProgressBar", "Recorder", "format_time",
+    "Logger", "MemoryLogger", "TensorBoardLogger",
     "CircularLR", "CircularLR_beta", "ConstantLR", "CosAnneal", "LR_Finder", "LR_Updater",
     "OneCycle", "make_schedule",
     "EarlyStopping", "ReduceLROnPlateau", "SaveBestModel",

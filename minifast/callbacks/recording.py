@@ -1,19 +1,22 @@
 """Recording callbacks: the `Recorder` every run has (`learn.sched`'s losses and LRs), the
-epoch table (`Printer`), progress bars and the CSV log."""
+epoch table (`Printer`, HTML in a notebook), progress bars and the CSV log."""
 
 from __future__ import annotations
 
 import csv
+import html
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from .. import plots
 from ..core.events import Callback
+from ..runtime.notebook import has_widgets, in_notebook
 from ..runtime.ranks import is_main_process
 
-__all__ = ["Recorder", "Printer", "ProgressBar", "CSVLogger", "format_time", "write_line"]
+__all__ = ["Recorder", "Printer", "HTMLTable", "ProgressBar", "CSVLogger", "format_time", "write_line"]
 
 
 def format_time(seconds: float) -> str:
@@ -66,11 +69,11 @@ class Recorder(Callback):
             setattr(self, k, list(v))
 
     def plot_loss(self, n_skip: int = 0):
-        """Raw and smoothed training loss vs iteration; returns the matplotlib figure."""
+        """Raw and smoothed training loss vs iteration; returns the matplotlib `Axes`."""
         return plots.plot_loss(self, n_skip)
 
     def plot_lr(self):
-        """Learning rate (and momentum, when cycled) vs iteration; returns the figure."""
+        """Learning rate (and momentum, when cycled) vs iteration; returns the LR `Axes`."""
         return plots.plot_lr(self)
 
 
@@ -82,27 +85,71 @@ def write_line(line: str) -> None:
 
 
 class Printer(Callback):
-    """Prints a header, then one row per epoch: `epoch trn_loss val_loss <metrics> time`."""
+    """The epoch table: a header, then one row per epoch, `epoch trn_loss val_loss <metrics>
+    time`.
+
+    `write=None` (the default) draws it as an HTML table that grows row by row in a notebook
+    and prints text lines elsewhere (through tqdm, so the bars stay intact); a `write`
+    function (e.g. `print`) receives the text lines everywhere. Both show the same columns
+    and the same numbers.
+    """
 
     order = 50
 
-    def __init__(self, write=write_line):
+    def __init__(self, write: Callable[[str], None] | None = None):
         self.write = write
+        self._table = None
 
     def on_train_begin(self) -> None:
         names = ["epoch", "trn_loss", *self.state.metric_names, "time"]
-        self.write("  ".join(f"{n:>8}" if i else f"{n:>5}" for i, n in enumerate(names)))
+        if self.write is None and in_notebook():
+            self._table = HTMLTable(names)
+        else:
+            self._table = None
+            (self.write or write_line)("  ".join(_pad(n, i) for i, n in enumerate(names)))
 
     def on_epoch_end(self, vals: list[float]) -> None:
         row = self.state.history[-1]
-        cells = [f"{row['epoch']:>5}", f"{row['trn_loss']:>8.5f}"]
-        cells += [f"{v:>8.5f}" for v in vals]
-        cells.append(f"{format_time(row['time']):>8}")
-        self.write("  ".join(cells))
+        cells = [str(row["epoch"]), f"{row['trn_loss']:.5f}", *(f"{v:.5f}" for v in vals),
+                 format_time(row["time"])]
+        if self._table is not None:
+            self._table.add_row(cells)
+        else:
+            (self.write or write_line)("  ".join(_pad(c, i) for i, c in enumerate(cells)))
+
+
+def _pad(cell: str, i: int) -> str:
+    return f"{cell:>8}" if i else f"{cell:>5}"
+
+
+class HTMLTable:
+    """A table displayed once in a notebook and updated in place as rows are added (the
+    display handle of `IPython.display.display(..., display_id=True)`)."""
+
+    def __init__(self, names: Sequence[str]):
+        from IPython.display import HTML, display
+
+        self._html, self.names, self.rows = HTML, list(names), []
+        self.handle = display(HTML(self.to_html()), display_id=True)
+
+    def add_row(self, cells: Sequence[str]) -> None:
+        """Append a row (already formatted cells) and redraw the table in place."""
+        self.rows.append(list(cells))
+        if self.handle is not None:  # None outside a kernel: nothing to redraw
+            self.handle.update(self._html(self.to_html()))
+
+    def to_html(self) -> str:
+        """The table as HTML, every cell escaped."""
+        head = "".join(f"<th>{html.escape(n)}</th>" for n in self.names)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>"
+                       for r in self.rows)
+        return (f'<table border="1" class="dataframe minifast-epochs"><thead>'
+                f'<tr style="text-align: right;">{head}</tr></thead><tbody>{body}</tbody></table>')
 
 
 class ProgressBar(Callback):
-    """tqdm bars: one over epochs, one over the batches of the epoch showing the smoothed loss.
+    """tqdm bars: one over epochs, one over the batches of the epoch showing the smoothed loss;
+    widgets in a notebook (when ipywidgets is installed), text on stderr elsewhere.
 
     The batch bar refreshes at most every `mininterval` seconds (tqdm's own throttling), so
     it adds next to nothing per batch.
@@ -115,15 +162,13 @@ class ProgressBar(Callback):
         self.epoch_bar = self.batch_bar = None
 
     def on_train_begin(self) -> None:
-        from tqdm.auto import tqdm
-
+        tqdm = _tqdm_class()
         s = self.state
         self.epoch_bar = tqdm(total=s.n_epochs, initial=s.epoch, desc="epoch", leave=self.leave,
                               dynamic_ncols=True)
 
     def on_epoch_begin(self) -> None:
-        from tqdm.auto import tqdm
-
+        tqdm = _tqdm_class()
         self.batch_bar = tqdm(total=self.state.n_batches, initial=self.state.batch_idx,
                               leave=False, mininterval=self.mininterval, dynamic_ncols=True)
 
@@ -146,6 +191,15 @@ class ProgressBar(Callback):
         if self.epoch_bar is not None:
             self.epoch_bar.close()
             self.epoch_bar = None
+
+
+def _tqdm_class():
+    """tqdm's widget bars in a notebook with ipywidgets, its text bars everywhere else."""
+    if in_notebook() and has_widgets():
+        from tqdm.notebook import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm
 
 
 class CSVLogger(Callback):

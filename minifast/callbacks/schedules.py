@@ -190,11 +190,11 @@ class LR_Updater(Callback):
         return self._recorded("smooth_losses")
 
     def plot_lr(self):
-        """LR (and momentum, when cycled) vs iteration of the last run; returns the figure."""
+        """LR (and momentum, when cycled) vs iteration of the last run; returns the LR `Axes`."""
         return plots.plot_lr(self._need_recorder())
 
     def plot_loss(self, n_skip: int = 0, n_skip_end: int = 0):
-        """Raw and smoothed training loss vs iteration of the last run; returns the figure."""
+        """Raw and smoothed training loss vs iteration of the last run; returns the `Axes`."""
         return plots.plot_loss(self._need_recorder(), n_skip, n_skip_end)
 
 
@@ -338,7 +338,7 @@ class LR_Finder(LR_Updater):
         return lr_suggestion(self.lrs, self.losses, n_skip, n_skip_end)
 
     def plot(self, n_skip: int = 10, n_skip_end: int = 5, suggestion: bool = True):
-        """Smoothed loss vs LR (log axis), the suggested LR marked; returns the figure."""
+        """Smoothed loss vs LR (log axis), the suggested LR marked; returns the `Axes`."""
         return plots.plot_lr_find(self, n_skip=n_skip, n_skip_end=n_skip_end, suggestion=suggestion)
 
 
