@@ -124,3 +124,21 @@ def check_opt_state(opt: torch.optim.Optimizer, sd, source: str | os.PathLike,
             f"{source}: the optimiser state has {len(theirs)} parameter group(s) of sizes "
             f"{theirs}, but this optimiser has {len(ours)} of sizes {ours}{hint}"
         )
+    if groups and isinstance(groups[0], dict):
+        _check_hyper_names(opt, groups[0], source, hint)
+
+
+def _check_hyper_names(opt: torch.optim.Optimizer, saved: dict, source, hint: str) -> None:
+    """Refuse a parameter group saved by another kind of optimiser: it lacks hyper-parameters
+    this one needs (torch would fail in its `step` with a KeyError) and has some this one
+    does not know. Only one of the two is a version difference (a newer or older torch),
+    which its `load_state_dict` handles."""
+    own = {k for g in opt.param_groups for k in g} - {"params"}
+    theirs = set(saved) - {"params"}
+    missing, extra = sorted(own - theirs), sorted(theirs - own)
+    if missing and extra:
+        raise CheckpointError(
+            f"{source}: the optimiser state was saved by another kind of optimiser than this "
+            f"{type(opt).__name__}: it has hyper-parameters {extra} that this one does not "
+            f"know, and lacks {missing} that this one needs{hint}"
+        )

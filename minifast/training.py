@@ -53,6 +53,7 @@ def fit(
     verbose: bool = True,
     avg_mom: float = 0.98,
     resume=None,
+    resume_strict: bool = True,
     distributed: bool | None = None,
     flush_denormal: bool | None = None,
     keep_freed_memory: bool | None = None,
@@ -66,7 +67,9 @@ def fit(
     in a notebook, or when stderr is a terminal and `CI` is not set) shows tqdm bars, widgets
     in a notebook; `verbose` prints a row per epoch (an HTML table in a notebook). `resume`
     continues a run exactly from a checkpoint file, a folder of them (the newest good one),
-    or True (the `Checkpoint` callback's own folder).
+    or True (the `Checkpoint` callback's own folder); a checkpoint of a run set up
+    differently (data, split, batch size, `n_epochs`, schedule, optimiser) is refused unless
+    `resume_strict=False`, which resumes anyway with a warning.
 
     Process settings, each undone when `fit` returns (see the docs' Distributed and
     Performance pages): `distributed` (default: when launched by torchrun) trains with
@@ -93,7 +96,7 @@ def fit(
             denormal.flush_denormal(cpu if flush_denormal is None else flush_denormal):
         try:
             if resume is not None:
-                restore_checkpoint(resume, state, cbs)
+                restore_checkpoint(resume, state, cbs, resume_strict)
             run_loop(state, interrupted)
         except KeyboardInterrupt:
             if cbs.find(Checkpoint) is None and is_main_process():  # Checkpoint says its own

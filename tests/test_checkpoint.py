@@ -381,18 +381,19 @@ def test_foreign_or_mismatched_checkpoints(tmp_path):
     model, opt, data = build(tmp_path)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(CheckpointError, match=r"unexpected keys \['extra.weight'\].*0.weight: file"):
-        fit(model, data, 1, opt, F.mse_loss, resume=tmp_path / "other_model.pt", verbose=False)
+        fit(model, data, N_EPOCHS, opt, F.mse_loss, resume=tmp_path / "other_model.pt",
+            verbose=False)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
     sd = load_checkpoint(newest)
     sd["world_size"] = 2
     torch.save(sd, tmp_path / "ddp.pt")
     with pytest.raises(CheckpointError, match="saved by a run of 2 process"):
-        fit(model, data, 1, opt, F.mse_loss, resume=tmp_path / "ddp.pt", verbose=False)
+        fit(model, data, N_EPOCHS, opt, F.mse_loss, resume=tmp_path / "ddp.pt", verbose=False)
 
     data.trn_dl = ArrayLoader(*data.trn_dl.tensors, batch_size=8, shuffle=True)
     with pytest.raises(CheckpointError, match="saved with 15 batches per epoch, but this data has 30"):
-        fit(model, data, 1, opt, F.mse_loss, resume=newest, verbose=False)
+        fit(model, data, N_EPOCHS, opt, F.mse_loss, resume=newest, verbose=False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from ..runtime.modules import unwrap
 from ..runtime.ranks import is_main_process, world_size
 from ..runtime.rng import get_rng_states, set_rng_states
 from ..saving import CheckpointError, atomic_save, check_opt_state, load_model_state, safe_load
+from .fingerprint import fingerprint_differences, run_fingerprint
 from .recording import Printer, Recorder
 
 __all__ = ["Checkpoint", "restore_checkpoint", "load_checkpoint", "find_checkpoints"]
@@ -264,6 +265,7 @@ def make_checkpoint(state: FitState, cbs: CallbackHandler | None,
         "n_epochs": int(state.n_epochs),
         "n_batches": int(state.n_batches),
         "world_size": world_size(),
+        "fingerprint": _plain(run_fingerprint(state, cbs), "fingerprint"),
         "model": unwrap(state.model).state_dict(),
         "opt": _plain(state.opt.state_dict(), "optimizer state"),
         "state": _plain(st, "fit state"),
@@ -323,7 +325,8 @@ def _load_newest(directory: Path, prefix: str | None) -> tuple[Path, dict]:
     raise CheckpointError(f"no loadable checkpoint in {directory}: " + "; ".join(errors))
 
 
-def restore_checkpoint(resume, state: FitState, cbs: CallbackHandler) -> Path | None:
+def restore_checkpoint(resume, state: FitState, cbs: CallbackHandler,
+                       strict: bool = True) -> Path | None:
     """Restore a run from a checkpoint before training continues (called by `fit`).
 
     `resume` is a checkpoint file, a directory (its newest loadable checkpoint; an unreadable
@@ -331,6 +334,15 @@ def restore_checkpoint(resume, state: FitState, cbs: CallbackHandler) -> Path | 
     (training starts from scratch, with a warning, when there are none yet). Restores the
     model, optimiser, loop counters and loss averages, recorder, callbacks' states, RNGs and
     the training loader's shuffle state. Returns the file used (None when nothing was).
+
+    The checkpoint's fingerprint (the data, split, batch size, `n_epochs`, schedules and
+    optimiser its run had) must match this run's: anything different is refused with a
+    `CheckpointError` naming it, since the resumed run could not continue that one exactly;
+    `strict=False` (`fit(..., resume_strict=False)`) resumes anyway, with a warning. Only
+    the run's length may differ (`n_epochs`, a schedule's `cycle_len`: training on, or
+    stopping sooner): that continues, with a warning naming both. A checkpoint already at
+    or past this fit's last epoch (a finished run, or a shorter fit) restores the model and
+    trains nothing, with a warning naming the epochs.
     """
     if resume is None or resume is False:
         return None
@@ -354,7 +366,14 @@ def restore_checkpoint(resume, state: FitState, cbs: CallbackHandler) -> Path | 
             path, ckpt = target, load_checkpoint(target)
     else:
         raise TypeError(f"resume must be a checkpoint path, a directory or True; got {resume!r}")
-    _apply(ckpt, state, cbs, path)
+    _apply(ckpt, state, cbs, path, strict)
+    if state.epoch >= state.n_epochs:
+        done = "finished" if state.epoch >= ckpt.get("n_epochs", state.epoch) else "not finished"
+        warnings.warn(
+            f"resume: {path} is at epoch {state.epoch} (iteration {state.iteration}) of a run of "
+            f"{ckpt.get('n_epochs', '?')} epoch(s), which had {done}; this fit has "
+            f"{state.n_epochs} epoch(s), so there is nothing left to train: the model holds "
+            f"the checkpoint's weights. Pass a larger n_epochs to train on", stacklevel=3)
     if own is not None:
         own.last_path = path  # where a resumed run goes back to if interrupted mid-step
     if cbs.find(Printer) is not None and is_main_process():
@@ -364,7 +383,34 @@ def restore_checkpoint(resume, state: FitState, cbs: CallbackHandler) -> Path | 
     return path
 
 
-def _apply(ckpt: dict, state: FitState, cbs: CallbackHandler, path: Path) -> None:
+def _check_fingerprint(ckpt: dict, state: FitState, cbs: CallbackHandler, path: Path,
+                       strict: bool) -> None:
+    """Refuse (or with `strict=False`, warn about) a checkpoint of a run set up differently."""
+    saved = ckpt.get("fingerprint")
+    if saved is None:
+        warnings.warn(f"resume: {path} holds no fingerprint of its run (checkpoint format "
+                      f"{ckpt.get('version')}), so this run's data and settings are not checked "
+                      f"against it", stacklevel=5)
+        return
+    other, length = fingerprint_differences(saved, run_fingerprint(state, cbs))
+    if length:
+        warnings.warn(f"resume: {path} comes from a run of another length ({'; '.join(length)}); "
+                      f"training continues from its position to this fit's end, on this fit's "
+                      f"schedule", stacklevel=5)
+    if not other:
+        return
+    what = "; ".join(other)
+    if strict:
+        raise CheckpointError(
+            f"resume: {path} was saved by a run set up differently ({what}), so resuming "
+            f"would not continue that run exactly. Resume with the same data and settings, or "
+            f"pass fit(..., resume_strict=False) to resume anyway")
+    warnings.warn(f"resume_strict=False: resuming from {path}, saved by a run set up "
+                  f"differently ({what}); the result will not match that run's", stacklevel=5)
+
+
+def _apply(ckpt: dict, state: FitState, cbs: CallbackHandler, path: Path,
+           strict: bool = True) -> None:
     # Check everything that can mismatch before changing anything.
     saved_ws = ckpt.get("world_size", 1)
     if saved_ws != world_size():
@@ -378,6 +424,7 @@ def _apply(ckpt: dict, state: FitState, cbs: CallbackHandler, path: Path) -> Non
             f"{path} was saved with {ckpt['n_batches']} batches per epoch, but this data has "
             f"{state.n_batches}: resuming needs the same training data and batch size"
         )
+    _check_fingerprint(ckpt, state, cbs, path, strict)
     check_opt_state(state.opt, ckpt["opt"], path)
     model = unwrap(state.model)
     load_model_state(model, ckpt["model"], path)  # checks keys and shapes before loading
@@ -401,6 +448,7 @@ def _apply(ckpt: dict, state: FitState, cbs: CallbackHandler, path: Path) -> Non
     saved_loader = ckpt.get("loader")
     if saved_loader is not None and callable(getattr(dl, "load_state_dict", None)):
         dl.load_state_dict(saved_loader)
-    elif isinstance(saved_loader, dict) and "generators" in saved_loader:
+    elif isinstance(saved_loader, dict) and "generators" in saved_loader and (
+            len(saved_loader["generators"]) == len(loader_generators(dl))):  # else warned above
         set_loader_rng_state(dl, saved_loader)
     set_rng_states(ckpt["rng"])
