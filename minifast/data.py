@@ -17,7 +17,8 @@ import torch
 from attrs import define, field
 
 from .checks import check_batch_size
-from .runtime.device import as_tensor, default_device, to_device
+from .runtime.device import as_tensor, default_device, gather_rows, to_device
+from .runtime.rng import get_rng_states, set_rng_states
 
 __all__ = [
     "get_cv_idxs",
@@ -27,6 +28,8 @@ __all__ = [
     "ArrayLoader",
     "ModelData",
     "ColumnarModelData",
+    "peek_batch",
+    "loader_targets",
 ]
 
 
@@ -108,6 +111,10 @@ class ArrayLoader:
     fallback that collates single items. With `shuffle`, epoch `e` uses the permutation seeded
     by `(seed, e)`: a pure function of the epoch, so runs are reproducible and resumable.
     `world_size > 1` shards each global batch of `batch_size * world_size` rows across ranks.
+
+    Batches are made on the host and yielded on `device` (default: `default_device()`). For a
+    CUDA device each batch is gathered straight into pinned (page-locked) host memory
+    (`pin_memory` is then True), so its `non_blocking` copy overlaps with the GPU's work.
     """
 
     def __init__(
@@ -138,6 +145,7 @@ class ArrayLoader:
         # Without a seed, draw one from torch's global RNG, so torch.manual_seed still governs.
         self.seed = int(torch.randint(0, 2**62, (1,)).item()) if seed is None else int(seed)
         self.device = default_device() if device is None else torch.device(device)
+        self.pin_memory = self.device.type == "cuda"
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
@@ -186,7 +194,7 @@ class ArrayLoader:
         """Iterate the current epoch from batch `start` (a resumed run skips without work)."""
         perm = self.order()
         self.epoch += 1
-        dev, n = self.device, len(self)
+        dev, n, pin = self.device, len(self), self.pin_memory
         if self.world_size == 1:  # all the index slices as views in one call
             parts = perm.split(self.batch_size)[start:n]
         else:
@@ -197,9 +205,11 @@ class ArrayLoader:
         for idx in parts:
             if self.dataset is not None:
                 batch = self._collate(idx)
+                if pin:
+                    batch = tuple(b.pin_memory() if isinstance(b, torch.Tensor) else b for b in batch)
             else:
                 m = idx.shape[0]
-                batch = tuple([t[:m] if e else t.index_select(0, idx) for t, e in cols])
+                batch = tuple([t[:m] if e else gather_rows(t, idx, pin) for t, e in cols])
             yield batch if dev.type == "cpu" else to_device(batch, dev)
 
     def _collate(self, idx: torch.Tensor) -> tuple:
@@ -227,12 +237,20 @@ class ArrayLoader:
 
 @define
 class ModelData:
-    """The loaders of one problem: training, validation and (optionally) test."""
+    """The loaders of one problem: training, validation and (optionally) test.
+
+    Any loader works: an `ArrayLoader`, a `torch.utils.data.DataLoader` over any `Dataset`,
+    or any iterable of batches. Training and validation batches are `(*inputs, target)`.
+    Test batches may be the inputs only, `(*inputs,)` (or a bare tensor for one input), or
+    carry a target like the others: `Learner.predict(is_test=True)` tells them apart by their
+    length against the training batches' (see `minifast.core.loop.predict`).
+    """
 
     path: Path = field(converter=Path)
     trn_dl: Any
     val_dl: Any
     test_dl: Any = None
+    _y_cache: dict = field(factory=dict, init=False, repr=False, eq=False)
 
     @property
     def trn_ds(self):
@@ -241,13 +259,111 @@ class ModelData:
 
     @property
     def trn_y(self) -> np.ndarray:
-        """Training targets as a numpy array (last tensor of the training loader)."""
-        return self.trn_dl.tensors[-1].numpy()
+        """Training targets as a numpy array, in the order of the training set (see
+        `loader_targets`; read once per loader, then cached)."""
+        return self._targets("trn", self.trn_dl)
 
     @property
     def val_y(self) -> np.ndarray:
-        """Validation targets as a numpy array (last tensor of the validation loader)."""
-        return self.val_dl.tensors[-1].numpy()
+        """Validation targets as a numpy array, in the order `predict()` gives its rows (see
+        `loader_targets`; read once per loader, then cached)."""
+        return self._targets("val", self.val_dl)
+
+    def _targets(self, which: str, dl) -> np.ndarray:
+        if dl is None:
+            raise ValueError(f"this ModelData has no {which}_dl to take targets from")
+        cached = self._y_cache.get(which)
+        if cached is None or cached[0] is not dl:  # a loader replaced since: read it again
+            cached = self._y_cache[which] = (dl, loader_targets(dl))
+        return cached[1]
+
+
+def _is_target_batch(batch) -> bool:
+    return isinstance(batch, (list, tuple)) and len(batch) >= 2
+
+
+def _target_of(batch, where: str) -> torch.Tensor:
+    if not _is_target_batch(batch):
+        n = len(batch) if isinstance(batch, (list, tuple)) else None
+        raise ValueError(
+            f"{where}: a batch is a {type(batch).__name__}"
+            f"{'' if n is None else f' of {n} element(s)'}, not (*inputs, target): there is no "
+            "target to take; make the Dataset return (input, ..., target) tuples")
+    y = batch[-1]
+    return y if isinstance(y, torch.Tensor) else torch.as_tensor(np.asarray(y))
+
+
+def _in_order(dl):
+    """A loader over the same rows as `dl`, in a fixed order: a shuffling torch DataLoader's
+    rows in the order of its data set (or of its `SubsetRandomSampler`'s indices), a
+    shuffling `ArrayLoader`'s in the order of its arrays; any other loader as it is."""
+    DL, sampler = torch.utils.data.DataLoader, getattr(dl, "sampler", None)
+    if isinstance(dl, DL) and (dl.batch_sampler is None
+                               or type(dl.batch_sampler) is torch.utils.data.BatchSampler):
+        order = None
+        if isinstance(sampler, torch.utils.data.RandomSampler) and not sampler.replacement \
+                and sampler.num_samples == len(dl.dataset):
+            order = range(len(dl.dataset))
+        elif isinstance(sampler, torch.utils.data.SubsetRandomSampler):
+            order = list(sampler.indices)
+        if order is not None:  # its own generator, so the global RNG is not drawn from
+            return DL(dl.dataset, batch_size=dl.batch_size, sampler=order, collate_fn=dl.collate_fn,
+                      generator=torch.Generator().manual_seed(0))
+    if isinstance(dl, ArrayLoader) and dl.shuffle:
+        return ArrayLoader(dl.dataset, batch_size=dl.batch_size, seed=0, device="cpu")
+    return dl
+
+
+def loader_targets(dl) -> np.ndarray:
+    """Every target `dl` yields (the last element of each `(*inputs, target)` batch), in
+    order, as one numpy array: an `ArrayLoader`'s last array; any other loader is iterated
+    once (a shuffling one in its data set's order, see `_in_order`), with every global RNG,
+    the loader's generator and its `state_dict` put back after, so training is not disturbed."""
+    tensors = getattr(dl, "tensors", None)
+    if tensors:
+        return tensors[-1].cpu().numpy()
+    rng = get_rng_states()  # before _in_order: a new ArrayLoader may draw a seed
+    gen = getattr(dl, "generator", None)
+    gen_state = gen.get_state() if isinstance(gen, torch.Generator) else None
+    dl_state = dl.state_dict() if callable(getattr(dl, "state_dict", None)) else None
+    try:
+        ys = [_target_of(b, "loader_targets").detach().cpu() for b in _in_order(dl)]
+    finally:
+        set_rng_states(rng)
+        if gen_state is not None:
+            gen.set_state(gen_state)
+        if dl_state is not None:
+            dl.load_state_dict(dl_state)
+    if not ys:
+        return np.zeros((0,), np.float32)
+    return (torch.stack(ys) if ys[0].ndim == 0 else torch.cat(ys)).numpy()
+
+
+def peek_batch(dl) -> tuple | None:
+    """A batch of one row of what `dl` yields, without iterating it: an `ArrayLoader`'s
+    first row of each array, or item 0 of a map-style `Dataset` (`dl.dataset`) collated as
+    the loader would (every global RNG put back after, in case the item draws from one). None
+    when `dl` has neither (e.g. an `IterableDataset`, or a plain iterable of batches)."""
+    tensors = getattr(dl, "tensors", None)
+    if tensors:
+        return tuple(t[:1] for t in tensors)
+    ds = getattr(dl, "dataset", None)
+    if ds is None or isinstance(ds, torch.utils.data.IterableDataset) or not hasattr(ds, "__getitem__"):
+        return None
+    try:
+        if len(ds) == 0:
+            return None
+    except TypeError:  # a Dataset without __len__
+        return None
+    collate = getattr(dl, "collate_fn", None) or torch.utils.data.default_collate
+    batched = not (isinstance(dl, torch.utils.data.DataLoader) and dl.batch_sampler is None)
+    rng = get_rng_states()
+    try:
+        item = ds[0]
+        batch = collate([item]) if batched else collate(item)
+    finally:
+        set_rng_states(rng)
+    return tuple(batch) if isinstance(batch, (list, tuple)) else (batch,)
 
 
 def _cats_conts(df, cat_flds: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -255,12 +371,17 @@ def _cats_conts(df, cat_flds: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor
     if missing:
         raise ValueError(f"categorical column(s) {missing} not in the frame; it has {list(df.columns)}")
     cont_flds = [c for c in df.columns if c not in set(cat_flds)]
-    cats = df[list(cat_flds)].to_numpy()
-    if cats.dtype.kind not in "iu":
+    raw = [c for c in cat_flds if df[c].dtype.kind not in "iu"]
+    if raw:
+        c = raw[0]
         raise ValueError(
-            f"categorical columns {list(cat_flds)} must hold integer codes 0..n-1 (dtype is "
-            f"{cats.dtype}); map ids first, e.g. with CollabFilterDataset"
+            f"categorical column(s) {raw} must hold integer codes 0..n-1 (column {c!r} has "
+            f"dtype {df[c].dtype}): map the values to codes first, e.g. "
+            f"`df[{c!r}] = df[{c!r}].astype('category').cat.codes` (and for a test frame, the "
+            f"training categories: `pd.Categorical(test_df[{c!r}], "
+            f"categories=df[{c!r}].astype('category').cat.categories).codes`)"
         )
+    cats = df[list(cat_flds)].to_numpy()
     conts = df[cont_flds].to_numpy(dtype=np.float32) if cont_flds else np.zeros((len(df), 0), np.float32)
     return as_tensor(cats.astype(np.int64)), as_tensor(conts)
 
@@ -274,7 +395,8 @@ class ColumnarModelData(ModelData):
     """ModelData over columns, yielding `(cats, conts, y)` batches.
 
     cats: int64 `[bs, n_cat]`; conts: float32 `[bs, n_cont]` (width 0 when none); y: float32
-    `[bs, 1]`. Training batches are shuffled; validation batches are `2*bs`, in order.
+    `[bs, 1]`. Training batches are shuffled; validation batches are `2*bs`, in order. Test
+    batches, when there is a test set, are `(cats, conts)`: inputs only.
     """
 
     @classmethod
@@ -306,7 +428,7 @@ class ColumnarModelData(ModelData):
             tc = as_tensor(test_cats)
             tc = tc[:, None] if tc.ndim == 1 else tc
             tn = torch.zeros(len(tc), 0) if test_conts is None else as_tensor(test_conts).float()
-            test = (tc, tn, torch.zeros(len(tc), y.shape[1]))
+            test = (tc, tn)  # inputs only: a test set has no targets
         return cls._from_tensors(path, trn, val, test, bs, seed)
 
     @classmethod

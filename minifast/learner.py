@@ -15,25 +15,30 @@ The weight-decay flavours and `no_decay` are explained on the docs' Schedules pa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .callbacks.schedules import LR_Finder, LR_Updater, make_schedule
 from .callbacks.tracking import SaveBestModel
 from .checks import check_metrics, positive_int
 from .core.events import Callback
 from .core.loop import predict
+from .core.order import loader_rng_state, set_loader_rng_state
 from .core.snapshot import TrainingSnapshot
+from .data import ModelData, peek_batch
 from .optim.groups import ParamGroups, layer_groups
 from .optim.hypers import get_moms, load_opt_state, set_lrs, set_moms
 from .optim.sparse import LazyAdam, check_sparse_optimizer, has_sparse_embeddings
 from .runtime.device import T, default_device
 from .runtime.modules import eval_mode, model_device, place_model, unwrap
 from .runtime.ranks import is_main_process, launched_world_size
+from .runtime.rng import get_rng_states, set_rng_states
 from .saving import (
     CheckpointError,
     atomic_save,
@@ -44,24 +49,74 @@ from .saving import (
 )
 from .training import FitResult, fit
 
-__all__ = ["Learner", "default_crit"]
+__all__ = ["Learner", "default_crit", "sample_batch"]
 
 
 def default_crit(data) -> Callable:
-    """The loss `Learner` uses when none is given, from the training targets' dtype:
-    floating targets -> `F.mse_loss` (regression, e.g. ratings), integer targets ->
-    `F.cross_entropy` (class indices)."""
-    tensors = getattr(data.trn_dl, "tensors", None)
-    if tensors:
-        y = tensors[-1]
+    """The loss `Learner` uses when none is given, from the dtype of the targets of any
+    loader (one sample, see `sample_batch`): floating targets -> `F.mse_loss` (regression,
+    e.g. ratings), integer targets -> `F.cross_entropy` (class indices)."""
+    batch = sample_batch(data)
+    y = batch[-1] if isinstance(batch, (list, tuple)) and len(batch) >= 2 else None
+    if isinstance(y, torch.Tensor):
         if y.is_floating_point():
             return F.mse_loss
         if not y.is_complex() and y.dtype != torch.bool:
             return F.cross_entropy
+        seen = f"the target is a tensor of dtype {y.dtype} and shape {tuple(y.shape)}"
+    elif batch is None:
+        seen = "no batch could be read: the training and validation loaders yield none"
+    elif y is None:
+        n = len(batch) if isinstance(batch, (list, tuple)) else None
+        seen = (f"a batch is a {type(batch).__name__}{'' if n is None else f' of {n} element(s)'}"
+                ", with no target after the inputs")
+    else:
+        seen = f"the target is a {type(y).__name__}, not a tensor"
     raise ValueError(
-        "cannot infer the loss from this data's targets: pass crit=... "
+        f"cannot infer the loss from this data's targets ({seen}): pass crit=... "
         "(e.g. F.mse_loss for regression, F.cross_entropy for classes)"
     )
+
+
+def sample_batch(data):
+    """One batch-shaped sample of `data` (a `ModelData`), disturbing no RNG and no loader: a
+    row peeked from the training or else the validation loader (`peek_batch`: an
+    ArrayLoader's arrays, or item 0 of a map-style Dataset); failing that, the first batch of
+    the validation loader (unshuffled, as a rule), else of the training loader, with every
+    RNG, the loader's generators and its `state_dict` put back. None when all are empty."""
+    loaders = [dl for dl in (data.trn_dl, getattr(data, "val_dl", None)) if dl is not None]
+    for dl in loaders:
+        if (batch := peek_batch(dl)) is not None:
+            return batch
+    for dl in reversed(loaders):
+        rng, dl_rng = get_rng_states(), loader_rng_state(dl)
+        dl_state = dl.state_dict() if callable(getattr(dl, "state_dict", None)) else None
+        try:
+            batch = next(iter(dl), None)
+        finally:
+            set_rng_states(rng)
+            set_loader_rng_state(dl, dl_rng)
+            if dl_state is not None:
+                dl.load_state_dict(dl_state)
+        if batch is not None:
+            return batch
+    return None
+
+
+def _probabilities(crit) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What turns the model's outputs into probabilities, as `crit` implies."""
+    fn = getattr(crit, "func", crit)  # a functools.partial of the loss
+    if fn is F.cross_entropy or isinstance(fn, nn.CrossEntropyLoss):
+        return lambda out: torch.softmax(out, dim=-1)
+    if fn is F.binary_cross_entropy_with_logits or isinstance(fn, nn.BCEWithLogitsLoss):
+        return torch.sigmoid
+    if fn is F.nll_loss or isinstance(fn, nn.NLLLoss):  # outputs are log-probabilities
+        return torch.exp
+    raise ValueError(
+        f"probs=True: the loss {getattr(fn, '__name__', type(fn).__name__)!r} implies no "
+        "probabilities (they follow from F.cross_entropy: softmax, "
+        "F.binary_cross_entropy_with_logits: sigmoid, F.nll_loss: exp); use predict() and "
+        "transform the outputs yourself")
 
 
 class Learner:
@@ -150,10 +205,11 @@ class Learner:
         name = str(name)
         return self.models_path / (name if Path(name).suffix else f"{name}.pt")
 
-    def _run(self, n_epochs: int, metrics, callbacks: list[Callback], **kwargs) -> FitResult:
+    def _run(self, n_epochs: int, metrics, callbacks: list[Callback], data=None,
+             **kwargs) -> FitResult:
         kwargs = {"clip": self.clip, "reg_fn": self.reg_fn, **kwargs}
-        return fit(self.model, self.data, n_epochs, self.opt, self.crit, metrics, callbacks,
-                   **kwargs)
+        return fit(self.model, self.data if data is None else data, n_epochs, self.opt,
+                   self.crit, metrics, callbacks, **kwargs)
 
     def _n_batches(self) -> int:
         n_batches = len(self.data.trn_dl)
@@ -227,17 +283,18 @@ class Learner:
         self,
         start_lr=1e-5,
         end_lr: float = 10,
-        num_it: int | None = None,
+        num_it: int = 100,
         wds=None,
         linear: bool = False,
         stop_div: bool = True,
         use_wd_sched: bool = False,
         **kwargs,
     ) -> float | list[float] | None:
-        """LR range test: train from `start_lr` to `end_lr` over `num_it` batches (default and
-        maximum: one epoch), exponentially (`linear=False`), stopping early once the smoothed
-        loss is not finite or exceeds 4x its minimum; then restore the model, the optimiser
-        state, the RNGs and the loader's epoch counter exactly as they were.
+        """LR range test: train from `start_lr` to `end_lr` over `num_it` batches (fastai 2's
+        default 100; as many epochs of the training loader as that takes, without validating),
+        exponentially (`linear=False`), stopping early once the smoothed loss is not finite or
+        exceeds 4x its minimum; then restore the model, the optimiser state, the RNGs, the
+        loader's generators and its epoch counter exactly as they were.
 
         Returns the suggested LR: the steepest descent of the smoothed loss against log(lr)
         (see `minifast.lr_suggestion`), one value per layer group when `start_lr` is a list.
@@ -251,20 +308,23 @@ class Learner:
                 f"lr_find does not run under torch.distributed (world size {n_procs}): run it "
                 "in a single process, then launch the distributed fit with the LR it suggests"
             )
-        n_batches = self._n_batches()
-        num_it = n_batches if num_it is None else min(positive_int(num_it, "num_it"), n_batches)
+        num_it = positive_int(num_it, "num_it")
+        n_epochs = math.ceil(num_it / self._n_batches())
         start = self.param_groups.per_layer(start_lr, "start_lr", positive=True)
         finder = LR_Finder(num_it, end_lr, self.param_groups.expand(start), linear, stop_div)
-        snapshot = TrainingSnapshot.take(self.model, self.opt, self.data.trn_dl)
+        trn_dl = self.data.trn_dl
+        snapshot = TrainingSnapshot.take(self.model, self.opt, trn_dl)
+        dl_rng = loader_rng_state(trn_dl)  # a DataLoader's own generators, which it advances
         self.sched = finder
         say = kwargs.get("verbose", True) and is_main_process()  # the one line at the end
         kwargs.setdefault("verbose", False)
         kwargs.setdefault("stop_on_nan", False)  # a NaN loss ends the search, not the program
         try:
             self.param_groups.apply_wds(self.opt, wds, bool(use_wd_sched))
-            self._run(1, [], [finder], **kwargs)
+            self._run(n_epochs, [], [finder], data=ModelData(self.path, trn_dl, None), **kwargs)
         finally:
             snapshot.restore()
+            set_loader_rng_state(trn_dl, dl_rng)
         best = finder.suggestion()
         out = None if best is None else [s * (best / start[self.param_groups.layer[0]]) for s in start]
         if say:
@@ -275,13 +335,37 @@ class Learner:
             return None
         return out if isinstance(start_lr, (list, tuple, np.ndarray, torch.Tensor)) else out[0]
 
-    def predict(self, is_test: bool = False) -> np.ndarray:
-        """Predictions on the validation set (or the test set), in order, as a numpy array."""
+    def predict(self, is_test: bool = False, probs: bool = False) -> np.ndarray:
+        """Predictions on the validation set (or the test set), in order, as a numpy array.
+
+        Test batches may be the inputs only or carry targets: a batch with as many elements
+        as the training batches have inputs is inputs only (`minifast.core.loop.predict`).
+        `probs=True`: probabilities as the loss implies (softmax over the last dim for
+        cross-entropy, sigmoid for BCE-with-logits, exp for NLL; any other loss is an error)."""
+        to_probs = _probabilities(self.crit) if probs else None
+        out = predict(self.model, self._loader(is_test), self._n_inputs())
+        return out if to_probs is None else to_probs(torch.from_numpy(out)).numpy()
+
+    def predict_proba(self, is_test: bool = False) -> np.ndarray:
+        """`predict(is_test, probs=True)`: class probabilities as the loss implies."""
+        return self.predict(is_test, probs=True)
+
+    def predict_with_targs(self, is_test: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """`(predictions, targets)` on the validation set (or a test set with targets), in
+        order, as numpy arrays, from one pass over the loader (fastai v0.7's name)."""
+        return predict(self.model, self._loader(is_test), self._n_inputs(), with_targs=True)
+
+    def _loader(self, is_test: bool):
         dl = self.data.test_dl if is_test else self.data.val_dl
         if dl is None:
             which = "test" if is_test else "validation"
             raise ValueError(f"this learner's data has no {which} loader to predict on")
-        return predict(self.model, dl)
+        return dl
+
+    def _n_inputs(self) -> int | None:
+        """How many inputs the training batches have (None when unknown)."""
+        batch = sample_batch(self.data)
+        return len(batch) - 1 if isinstance(batch, (list, tuple)) and len(batch) >= 2 else None
 
     def predict_array(self, *arrays) -> np.ndarray:
         """The model's output for input array(s) (numpy/tensors, one per model input), in eval

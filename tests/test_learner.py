@@ -387,15 +387,15 @@ def test_lr_find_ramp_length_and_early_stop(tmp_path):
     learn = mf.Learner(make_data(tmp_path, n=2000, bs=16), mlp(),
                        opt_fn=lambda g: torch.optim.SGD(g, lr=0.1))
     nb = len(learn.data.trn_dl)
-    learn.lr_find(num_it=10_000, end_lr=1e-1)  # capped at one epoch
-    assert len(learn.recorder.lrs) == nb and learn.recorder.lrs[-1] == pytest.approx(0.1)
+    learn.lr_find(num_it=2 * nb + 5, end_lr=1e-1)  # wraps epochs: as many as num_it asks
+    assert len(learn.recorder.lrs) == 2 * nb + 5 and learn.recorder.lrs[-1] == pytest.approx(0.1)
     learn.lr_find(num_it=20, end_lr=1e-1)
     lrs = learn.recorder.lrs
     assert len(lrs) == 20 and lrs[0] == pytest.approx(1e-5)
     np.testing.assert_allclose(lrs, 1e-5 * (1e4 ** (np.arange(20) / 19)), rtol=1e-12)
     before = state_of(learn)
     learn.lr_find(end_lr=1e6)  # SGD diverges (loss -> inf/NaN): stops early, still restores
-    assert learn.sched.diverged and len(learn.recorder.lrs) < nb
+    assert learn.sched.diverged and len(learn.recorder.lrs) < 100
     assert_same_state(before, state_of(learn))
     assert all(torch.isfinite(p).all() for p in learn.model.parameters())
 

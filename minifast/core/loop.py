@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..checks import is_stateful_metric
+from ..runtime.device import batch_mover
 from ..runtime.modules import eval_mode, model_device
 from ..runtime.ranks import all_gather_rows, all_reduce_sums, is_sharded
 from .events import StopTraining
@@ -64,13 +65,15 @@ def run_loop(state: FitState, interrupted: Callable[[], bool] = lambda: False) -
 
 
 def train_epoch(state: FitState, interrupted: Callable[[], bool] = lambda: False) -> None:
-    """One epoch of training steps from batch `state.batch_idx` (0 unless resumed)."""
-    cbs, stepper = state.cbs, state.stepper
+    """One epoch of training steps from batch `state.batch_idx` (0 unless resumed), each
+    batch brought to the model's device."""
+    cbs, stepper, dl = state.cbs, state.stepper, state.data.trn_dl
     state.model.train()
     state.epoch_start = time.perf_counter()
     cbs("on_epoch_begin")
-    for batch in epoch_batches(state.data.trn_dl, state):
-        *state.xs, state.y = batch
+    move = batch_mover(dl, model_device(state.model))
+    for batch in epoch_batches(dl, state):
+        *state.xs, state.y = move(batch)
         cbs("on_batch_begin")
         state.add_loss(stepper.step(state.xs, state.y, state.epoch))
         if cbs("on_batch_end", state.smooth_loss):  # fastai v0.7: the debiased running loss
@@ -162,8 +165,10 @@ def validate(stepper: Stepper, dl, metrics: Sequence = ()) -> list[float]:
         m.reset()
     keep = not all(stateful)  # a whole-set metric needs every batch's preds and targets
     total, n, preds, ys, sizes = 0.0, 0, [], [], []
+    move = batch_mover(dl, model_device(stepper.model))
     with eval_mode(stepper.model):
-        for *xs, y in dl:
+        for batch in dl:
+            *xs, y = move(batch)
             sizes.append(bs := len(y))
             if bs == 0:  # a rank's shard of a tiny validation set
                 continue
@@ -212,10 +217,38 @@ def _number(value, metric) -> float:
                          ) from None
 
 
-def predict(model: torch.nn.Module, dl) -> np.ndarray:
-    """The model's predictions over every batch of `dl`, in order, as one numpy array."""
-    outs = []
+def predict(model: torch.nn.Module, dl, n_inputs: int | None = None,
+            with_targs: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """The model's predictions over every batch of `dl`, in order, as one numpy array; with
+    `with_targs`, `(preds, targets)`, both numpy arrays.
+
+    A batch is `(*inputs, target)`, or the inputs only: a tuple/list of exactly `n_inputs`
+    elements (the training batches' inputs; None: a 1-element tuple), or a bare tensor (one
+    input). So a test loader may yield inputs only, or dummy targets as the others."""
+    outs, ys = [], []
+    move = batch_mover(dl, model_device(model))
     with eval_mode(model):
-        for *xs, _y in dl:
+        for batch in dl:
+            xs, y = _inputs_and_target(move(batch), n_inputs)
+            if with_targs and y is None:
+                raise ValueError(f"predict: with_targs needs (*inputs, target) batches, but "
+                                 f"this loader yields inputs only ({len(xs)} tensor(s))")
             outs.append(model(*xs).detach().float().cpu())
-    return torch.cat(outs).numpy() if outs else np.zeros((0,), np.float32)
+            if with_targs:
+                ys.append(torch.as_tensor(y).detach().cpu())
+    preds = torch.cat(outs).numpy() if outs else np.zeros((0,), np.float32)
+    if not with_targs:
+        return preds
+    return preds, torch.cat(ys).numpy() if ys else np.zeros((0,), np.float32)
+
+
+def _inputs_and_target(batch, n_inputs: int | None) -> tuple[list, object]:
+    """`(inputs, target)` of a batch by the rule of `predict` (target None: inputs only)."""
+    if isinstance(batch, torch.Tensor):
+        return [batch], None
+    batch = list(batch)
+    inputs_only = len(batch) == (1 if n_inputs is None else n_inputs)
+    if not inputs_only and n_inputs is not None and len(batch) != n_inputs + 1:
+        raise ValueError(f"predict: a batch has {len(batch)} element(s), but the model takes "
+                         f"{n_inputs} input(s): expected (*inputs) or (*inputs, target)")
+    return (batch, None) if inputs_only else (batch[:-1], batch[-1])
