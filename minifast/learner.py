@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .callbacks.freezing import BnFreeze
 from .callbacks.schedules import LR_Finder, LR_Updater, make_schedule
 from .callbacks.tracking import SaveBestModel
 from .checks import check_metrics, positive_int
@@ -32,7 +33,7 @@ from .core.loop import predict
 from .core.order import loader_rng_state, set_loader_rng_state
 from .core.snapshot import TrainingSnapshot
 from .data import ModelData, peek_batch
-from .optim.groups import ParamGroups, layer_groups
+from .optim.groups import ParamGroups, layer_groups, set_trainable
 from .optim.hypers import get_moms, load_opt_state, set_lrs, set_moms
 from .optim.sparse import LazyAdam, check_sparse_optimizer, has_sparse_embeddings
 from .runtime.device import T, default_device
@@ -200,6 +201,23 @@ class Learner:
         """The parameters of each layer group: the model's `layer_groups()`, or one group."""
         return layer_groups(self.model)
 
+    def freeze_to(self, n: int) -> None:
+        """Freeze layer groups `[:n]` and unfreeze `[n:]` (fastai v0.7): frozen groups get no
+        gradients, so no updates, and `fit` keeps their BatchNorm layers in eval mode."""
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+            raise ValueError(f"freeze_to needs a layer-group index, got {n!r}")
+        groups = self.get_layer_groups()
+        for i, params in enumerate(groups):
+            set_trainable(params, i >= (n if n >= 0 else len(groups) + n))
+
+    def freeze(self) -> None:
+        """Freeze every layer group but the last (`freeze_to(-1)`)."""
+        self.freeze_to(-1)
+
+    def unfreeze(self) -> None:
+        """Make every layer group trainable again (`freeze_to(0)`)."""
+        self.freeze_to(0)
+
     def model_file(self, name) -> Path:
         """The file `save(name)`/`load(name)` use: `path/models/name.pt`."""
         name = str(name)
@@ -268,6 +286,8 @@ class Learner:
         self.param_groups.apply_wds(self.opt, wds, bool(use_wd_sched))
         set_lrs(self.opt, lrs_pg)
         cbs: list[Callback] = [sched]
+        if not all(p.requires_grad for p in self.model.parameters()):
+            cbs.append(BnFreeze())
         if best_save_name is not None:
             cbs.append(SaveBestModel(self.model_file(best_save_name)))
         cbs.extend(callbacks or [])

@@ -15,6 +15,7 @@ from .checkpoint import (
     make_checkpoint,
     restore_checkpoint,
 )
+from .freezing import BnFreeze
 from .loggers import Logger, MemoryLogger, TensorBoardLogger
 from .recording import CSVLogger, Printer, ProgressBar, Recorder, format_time
 from .schedules import (
@@ -30,6 +31,7 @@ from .schedules import (
 from .tracking import EarlyStopping, ReduceLROnPlateau, SaveBestModel
 
 __all__ = [
+    "BnFreeze",
     "EVENTS", "Callback", "CallbackHandler", "StopTraining",
     "Checkpoint", "find_checkpoints", "load_checkpoint", "make_checkpoint", "restore_checkpoint",
     "CSVLogger", "Printer", "ProgressBar", "Recorder", "format_time",

@@ -20,7 +20,7 @@ from .fused import build_optimizer
 from .hypers import set_wds
 from .sparse import check_weight_decay, has_sparse_embeddings
 
-__all__ = ["layer_groups", "decay_filter", "ParamGroups"]
+__all__ = ["layer_groups", "decay_filter", "ParamGroups", "set_trainable"]
 
 
 def _params_of(group) -> list[torch.nn.Parameter]:
@@ -171,3 +171,10 @@ class ParamGroups:
                       for w, d in zip(self.per_group(wds, "wds"), self.decay, strict=True)]
         check_weight_decay(opt, self.model, values, decoupled)
         set_wds(opt, values, decoupled=decoupled)
+
+
+def set_trainable(params, trainable: bool) -> None:
+    """Freeze (`trainable=False`) or unfreeze parameters: `requires_grad`, so a frozen one
+    gets no gradient and the optimiser, weight decay and clipping leave it alone."""
+    for p in params:
+        p.requires_grad_(trainable)
