@@ -209,7 +209,10 @@ class ArrayLoader:
                     batch = tuple(b.pin_memory() if isinstance(b, torch.Tensor) else b for b in batch)
             else:
                 m = idx.shape[0]
-                batch = tuple([t[:m] if e else gather_rows(t, idx, pin) for t, e in cols])
+                if pin:  # gathered straight into page-locked memory, for a copy that overlaps
+                    batch = tuple([t[:m] if e else gather_rows(t, idx, True) for t, e in cols])
+                else:
+                    batch = tuple([t[:m] if e else t.index_select(0, idx) for t, e in cols])
             yield batch if dev.type == "cpu" else to_device(batch, dev)
 
     def _collate(self, idx: torch.Tensor) -> tuple:
