@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -11,7 +15,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_save", "safe_load", "load_model_state", "check_opt_state",
+__all__ = ["atomic_save", "temp_name_pattern", "safe_load", "load_model_state", "check_opt_state",
            "strip_ddp_prefix", "CheckpointError"]
 
 
@@ -19,14 +23,36 @@ class CheckpointError(ValueError):
     """A checkpoint or model file is missing, truncated, corrupt or does not match the model."""
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+#: The wrapper of a file written with `atomic_save(..., sealed=True)`.
+SEALED = "minifast.sealed"
+
+
+def temp_name_pattern(name: str) -> str:
+    """The glob pattern of the temp files `atomic_save` writes on the way to file `name`."""
+    return f".{name}.*.tmp"
+
+
+def _seal(obj: Any) -> dict:
+    """`obj` serialized, with the sha256 of those bytes: `safe_load` checks it."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    payload = torch.frombuffer(buf.getbuffer(), dtype=torch.uint8)
+    return {"format": SEALED, "checksum": "sha256:" + hashlib.sha256(buf.getbuffer()).hexdigest(),
+            "payload": payload}
+
+
+def atomic_save(obj: Any, path: str | os.PathLike, sealed: bool = False) -> Path:
     """`torch.save` to a temp file beside `path`, fsync, then rename over `path`.
 
     A crash mid-write leaves the previous file intact: readers see the old file or the new
-    one, never half of one.
+    one, never half of one. `sealed` stores a checksum of the content with it, which
+    `safe_load` verifies (a damaged file is refused, not loaded). A full disk raises an
+    `OSError` (errno ENOSPC) naming the file and the free space, however torch reported it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if sealed:
+        obj = _seal(obj)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -34,8 +60,14 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if _disk_full(e):
+            free = shutil.disk_usage(path.parent).free
+            raise OSError(errno.ENOSPC, f"cannot write {path}: no space left on device "
+                          f"({free / 2**20:.1f} MiB free in {path.parent}); the file it would "
+                          f"replace and every other one are unchanged: free some space and "
+                          f"try again") from e
         raise
     try:  # make the rename itself durable
         dfd = os.open(path.parent, os.O_RDONLY)
@@ -48,16 +80,34 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
+def _disk_full(e: BaseException) -> bool:
+    """Whether `e`, or an error it was raised from, is a full disk (torch wraps it in a
+    RuntimeError that names it only in its cause, or in its text)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def safe_load(path: str | os.PathLike, map_location=None) -> Any:
     """`torch.load(weights_only=True)`, with a clear `CheckpointError` naming the file.
 
-    `weights_only=True` means a file from a stranger cannot run code when loaded.
+    `weights_only=True` means a file from a stranger cannot run code when loaded. A file
+    written with `atomic_save(..., sealed=True)` is checked against its checksum first.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such checkpoint/model file: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+        if isinstance(obj, dict) and obj.get("format") == SEALED:
+            obj = _unseal(obj, path, map_location)
+        return obj
+    except CheckpointError:
+        raise
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError,
             OSError) as e:
         size = path.stat().st_size
@@ -66,6 +116,19 @@ def safe_load(path: str | os.PathLike, map_location=None) -> Any:
             f"objects other than tensors and plain containers ({type(e).__name__}: "
             f"{_load_reason(e)})"
         ) from e
+
+
+def _unseal(obj: dict, path: Path, map_location) -> Any:
+    payload, checksum = obj.get("payload"), obj.get("checksum")
+    if not isinstance(payload, torch.Tensor) or not isinstance(checksum, str):
+        raise CheckpointError(f"cannot load {path}: its sealed wrapper is damaged")
+    data = payload.cpu().numpy()
+    if "sha256:" + hashlib.sha256(data).hexdigest() != checksum:
+        raise CheckpointError(
+            f"cannot load {path} ({path.stat().st_size} bytes): its content does not match the "
+            f"checksum stored with it, so the file is damaged (bits changed on disk or in a "
+            f"copy); it is not loaded")
+    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
 
 
 def _load_reason(e: BaseException) -> str:

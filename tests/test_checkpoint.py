@@ -180,8 +180,9 @@ def test_checkpoint_contents_load_weights_only(tmp_path):
     model, opt, res = train(tmp_path / "run", [Checkpoint(ck / "net.pt", keep=None)], n_epochs=2)
     files = find_checkpoints(ck)
     assert [p.name for p in files] == ["net-00000030.pt", "net-00000015.pt"]
-    sd = torch.load(files[0], weights_only=True)  # plain containers and tensors only
-    assert sd["format"] == "minifast.checkpoint" and sd["version"] == 1
+    assert torch.load(files[0], weights_only=True)["format"] == "minifast.sealed"
+    sd = load_checkpoint(files[0])  # plain containers and tensors only, checksum verified
+    assert sd["format"] == "minifast.checkpoint" and sd["version"] == 2
     assert sd["n_epochs"] == 2 and sd["n_batches"] == N_BATCHES
     assert sd["state"]["epoch"] == 2 and sd["state"]["batch_idx"] == 0
     assert sd["state"]["iteration"] == 30 and sd["state"]["vals"] == list(res)

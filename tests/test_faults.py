@@ -222,7 +222,8 @@ def test_interrupt_mid_step_before_any_checkpoint_says_so(tmp_path, capsys):
         train(tmp_path, [InterruptInStep(), Checkpoint(tmp_path / "ckpt")])
     err = capsys.readouterr().err
     assert "training interrupted mid-step at epoch 0, batch 3/15 (iteration 3)" in err
-    assert "no checkpoint to resume from" in err and not (tmp_path / "ckpt").exists()
+    assert "no checkpoint to resume from" in err and not find_checkpoints(tmp_path / "ckpt")
+    assert not list((tmp_path / "ckpt").iterdir())  # the lock is gone too
     # a resumed run interrupted mid-step points back to the file it resumed from
     path = tmp_path / "elsewhere.pt"
     with pytest.raises(KeyboardInterrupt):

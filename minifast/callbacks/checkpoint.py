@@ -8,16 +8,23 @@ state (an `ArrayLoader`'s seed; a torch DataLoader's generators, and the RNG sta
 epoch's order was drawn from, so that a mid-epoch resume replays that order). `fit(..., resume=path)` restores it all before `on_train_begin`, so with the same
 seed the resumed run ends with bit-identical weights.
 
-Files are written atomically (temp file, fsync, rename) and only by the main process; they
-hold only tensors and plain containers, so they load with `torch.load(weights_only=True)`
-and a file from a stranger cannot run code.
+Files are written atomically (temp file, fsync, rename) and only by the main process, with
+a checksum of their content that loading verifies (format 2; format-1 files still load,
+unverified); they hold only tensors and plain containers, so they load with
+`torch.load(weights_only=True)` and a file from a stranger cannot run code. While a run
+writes to a folder it holds a lock file there (pid and host), so a second run cannot mix
+its checkpoints with the first one's.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
 import sys
+import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,14 +39,21 @@ from ..optim.hypers import load_opt_state
 from ..runtime.modules import unwrap
 from ..runtime.ranks import is_main_process, world_size
 from ..runtime.rng import get_rng_states, set_rng_states
-from ..saving import CheckpointError, atomic_save, check_opt_state, load_model_state, safe_load
+from ..saving import (
+    CheckpointError,
+    atomic_save,
+    check_opt_state,
+    load_model_state,
+    safe_load,
+    temp_name_pattern,
+)
 from .fingerprint import fingerprint_differences, run_fingerprint
 from .recording import Printer, Recorder
 
 __all__ = ["Checkpoint", "restore_checkpoint", "load_checkpoint", "find_checkpoints"]
 
 FORMAT = "minifast.checkpoint"
-VERSION = 1
+VERSION = 2  # 2: sealed with a checksum, with the run's fingerprint and epoch_rng
 _SUFFIXES = (".pt", ".pth", ".ckpt")
 _NAME = re.compile(r"^(?P<prefix>.+)-(?P<iteration>\d+)\.pt$")
 
@@ -83,6 +97,7 @@ class Checkpoint(Callback):
         self.last_path: Path | None = None
         self._last_pos: tuple | None = None
         self._in_batch, self._it0 = False, 0
+        self._lock: Path | None = None
 
     def path_for(self, iteration: int) -> Path:
         """The file a checkpoint taken after `iteration` batches goes to."""
@@ -98,6 +113,8 @@ class Checkpoint(Callback):
         problem = self._order_problem()
         if self.every_n_iters and problem:
             raise ValueError(f"Checkpoint(every_n_iters={self.every_n_iters}): {problem}")
+        if is_main_process():
+            self._prepare_folder()
         if self.state.iteration == 0:  # a fresh run (a resumed one knows the file it came from)
             self.last_path = None
         old = self.checkpoints() if is_main_process() else []
@@ -124,8 +141,13 @@ class Checkpoint(Callback):
             self.save()
 
     def on_train_end(self) -> None:
-        if not self.state.interrupted or not is_main_process():
-            return
+        try:
+            if self.state.interrupted and is_main_process():
+                self._report_interrupt()
+        finally:
+            self._release_lock()
+
+    def _report_interrupt(self) -> None:
         s = self.state
         pos = self.resume_position()
         epoch, batch = pos if pos is not None else (s.epoch, s.batch_idx)
@@ -145,6 +167,56 @@ class Checkpoint(Callback):
         else:
             msg = f"{head}; no checkpoint to resume from"
         print(msg, file=sys.stderr, flush=True)
+
+    # -- the folder ------------------------------------------------------------------------
+    @property
+    def lock_path(self) -> Path:
+        """The lock file a run holds in the folder while it writes there."""
+        return self.dir / f".{self.prefix}.lock"
+
+    def _prepare_folder(self) -> None:
+        """Before any training: the folder is writable, this run holds its lock, and no
+        temp file of an earlier, killed write is left."""
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.dir):
+                pass
+        except OSError as e:
+            raise OSError(e.errno, f"Checkpoint: cannot write checkpoints to {self.dir} "
+                          f"({e.strerror or e}); give Checkpoint a writable folder") from e
+        self._take_lock()
+        for p in self.dir.glob(temp_name_pattern(f"{self.prefix}-*.pt")):
+            m = _NAME.match(p.name[1:].split(".pt.")[0] + ".pt")
+            if m and m["prefix"] == self.prefix:
+                p.unlink(missing_ok=True)
+
+    def _take_lock(self) -> None:
+        me = {"pid": os.getpid(), "host": socket.gethostname()}
+        for _ in range(3):
+            try:
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = _lock_holder(self.lock_path)
+                if holder is not None and holder != me and not _stale(holder):
+                    raise RuntimeError(
+                        f"Checkpoint: {self.dir} is in use by another run (pid {holder['pid']} "
+                        f"on host {holder['host']}, lock file {self.lock_path}); two runs "
+                        f"writing one folder prune each other's checkpoints and resume from "
+                        f"each other's. Give this run its own folder, or wait for that one to "
+                        f"end (if no run uses the folder, delete the lock file)") from None
+                self.lock_path.unlink(missing_ok=True)  # stale (or ours): take it over
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self._lock = self.lock_path
+            return
+        raise RuntimeError(f"Checkpoint: could not take the lock {self.lock_path}")
+
+    def _release_lock(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None and _lock_holder(lock) == {"pid": os.getpid(),
+                                                       "host": socket.gethostname()}:
+            lock.unlink(missing_ok=True)
 
     # -- saving ----------------------------------------------------------------------------
     def _order_problem(self) -> str | None:
@@ -177,7 +249,7 @@ class Checkpoint(Callback):
         key = (*pos, s.iteration)
         if key == self._last_pos and self.last_path is not None and self.last_path.is_file():
             return self.last_path  # already saved at exactly this point
-        path = atomic_save(make_checkpoint(s, s.cbs, pos), self.path_for(s.iteration))
+        path = atomic_save(make_checkpoint(s, s.cbs, pos), self.path_for(s.iteration), sealed=True)
         self.last_path, self._last_pos = path, key
         self._prune(path)
         return path
@@ -188,6 +260,35 @@ class Checkpoint(Callback):
         files = [newest] + [p for p in self.checkpoints() if p != newest]
         for p in files[self.keep:]:
             p.unlink(missing_ok=True)
+
+
+def _lock_holder(lock: Path) -> dict | None:
+    """The `{"pid", "host"}` in a lock file; None if it is unreadable and old (a run killed
+    while writing it); a just-created, still empty one counts as held."""
+    try:
+        holder = json.loads(lock.read_text())
+        return {"pid": int(holder["pid"]), "host": str(holder["host"])}
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        try:
+            young = time.time() - lock.stat().st_mtime < 5
+        except OSError:
+            return None
+        return {"pid": -1, "host": "?"} if young else None
+
+
+def _stale(holder: dict) -> bool:
+    """Whether the run holding a lock is gone (known only for a process on this host)."""
+    if holder["host"] != socket.gethostname() or holder["pid"] <= 0:
+        return False
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def find_checkpoints(directory: str | os.PathLike, prefix: str | None = None) -> list[Path]:
@@ -293,7 +394,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"by learn.save/torch.save of a state_dict holds weights only: load it with "
             f"learn.load or load_model_state, not resume)"
         )
-    if not isinstance(ckpt.get("version"), int) or ckpt["version"] > VERSION:
+    if not isinstance(ckpt.get("version"), int) or ckpt["version"] > VERSION:  # 1 loads as is
         raise CheckpointError(
             f"{path} has checkpoint format version {ckpt.get('version')!r}; this minifast reads "
             f"versions up to {VERSION}: upgrade minifast to resume from it"
