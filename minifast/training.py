@@ -85,11 +85,11 @@ def fit(
     state = FitState(model, opt, data, None, crit, metrics, n_epochs, avg_mom, recorder=recorder)
     state.cbs = cbs = CallbackHandler([recorder, *_reporting(progress, verbose), *ddp.callbacks,
                                        *(callbacks or [])], state)
+    if getattr(data.trn_dl, "device", None) is not None:
+        place_model(model, data.trn_dl.device)
     state.stepper = stepper(model, opt, crit, cbs=cbs, **kwargs) if isinstance(stepper, type) else stepper
     state.stepper.cbs = cbs
     state.n_batches = len(data.trn_dl)
-    if getattr(data.trn_dl, "device", None) is not None:
-        place_model(model, data.trn_dl.device)
     cpu = getattr(model_device(model), "type", None) == "cpu"
     malloc.keep_freed_memory(cpu if keep_freed_memory is None else keep_freed_memory)
     with ddp.session(state), sigint_at_batch_boundary() as interrupted, \
