@@ -78,3 +78,24 @@ def test_a_gradient_scaler_skips_overflowing_steps_and_lowers_its_scale(tmp_path
     assert not all(torch.equal(a, b) for a, b in zip(before, m.parameters()))
     sd = st.state_dict()
     assert sd["scaler"]["scale"] == 2.0 ** (127 - st.skipped_steps) and sd["skipped_steps"] == st.skipped_steps
+
+
+def test_the_gradient_scalers_state_resumes_from_a_checkpoint(tmp_path):
+    def stepper(m):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**127, growth_interval=1000)
+        return mf.Stepper(m, torch.optim.SGD(m.parameters(), 1e-2), F.mse_loss, precision="bf16",
+                          grad_scaler=scaler)
+
+    m = mlp()
+    st = stepper(m)
+    data = regression(tmp_path, scale=10.0)
+    mf.fit(m, data, 1, st.opt, F.mse_loss, stepper=st, verbose=False,
+           callbacks=[mf.Checkpoint(tmp_path / "ck")])
+    saved = mf.load_checkpoint(mf.find_checkpoints(tmp_path / "ck")[0])["stepper"]
+    assert saved["skipped_steps"] == st.skipped_steps >= 1
+    m2 = mlp()
+    st2 = stepper(m2)
+    with pytest.warns(UserWarning, match="nothing left to train"):  # only the state is wanted
+        mf.fit(m2, data, 1, st2.opt, F.mse_loss, stepper=st2, verbose=False, resume=tmp_path / "ck")
+    assert st2.scaler.get_scale() == st.scaler.get_scale() < 2.0**127
+    assert st2.skipped_steps == st.skipped_steps

@@ -373,6 +373,8 @@ def make_checkpoint(state: FitState, cbs: CallbackHandler | None,
         "recorder": None if rec is None else _plain(rec.state_dict(), "recorder"),
         "callbacks": {k: _plain(cb.state_dict(), f"callback {k}")
                       for k, cb in _callback_states(cbs).items()},
+        "stepper": _plain(state.stepper.state_dict(), "stepper")
+        if callable(getattr(state.stepper, "state_dict", None)) else None,
         "rng": get_rng_states(),
         "loader": _plain(dl.state_dict(), "loader") if callable(getattr(dl, "state_dict", None))
         else {"generators": [g.get_state() for g in loader_generators(dl)]},
@@ -545,6 +547,8 @@ def _apply(ckpt: dict, state: FitState, cbs: CallbackHandler, path: Path,
         else:
             warnings.warn(f"resume: {path} holds no state for callback {key}; it starts afresh",
                           stacklevel=4)
+    if ckpt.get("stepper") and callable(getattr(state.stepper, "load_state_dict", None)):
+        state.stepper.load_state_dict(ckpt["stepper"])  # e.g. float16's gradient scale
     dl = getattr(state.data, "trn_dl", None)
     saved_loader = ckpt.get("loader")
     if saved_loader is not None and callable(getattr(dl, "load_state_dict", None)):
