@@ -64,10 +64,10 @@ def fig_sgdr(quick: bool) -> dict:
     # --8<-- [start:sgdr]
     learn = synthetic_learner(opt_fn=optim.Adam)
     learn.fit(1e-2, 3, wds=1e-4, cycle_len=1, cycle_mult=2, verbose=False)
-    fig_lr = learn.sched.plot_lr()            # LR vs iteration
-    fig_loss = learn.sched.plot_loss()        # raw and smoothed loss
+    ax_lr = learn.sched.plot_lr()             # LR vs iteration (an Axes)
+    ax_loss = learn.sched.plot_loss()         # raw and smoothed loss
     # --8<-- [end:sgdr]
-    return {"sgdr_lr.png": fig_lr, "sgdr_loss.png": fig_loss}
+    return {"sgdr_lr.png": ax_lr, "sgdr_loss.png": ax_loss}
 
 
 def fig_one_cycle(quick: bool) -> dict:
@@ -76,9 +76,9 @@ def fig_one_cycle(quick: bool) -> dict:
     learn = synthetic_learner(opt_fn=optim.Adam)
     learn.fit(1e-2, 1, cycle_len=3, use_clr_beta=(10, 10, 0.95, 0.85),
               verbose=False)
-    fig = learn.sched.plot_lr()               # LR, and momentum beside it
+    ax = learn.sched.plot_lr()                # LR, and momentum beside it
     # --8<-- [end:one_cycle]
-    return {"one_cycle.png": fig}
+    return {"one_cycle.png": ax}
 
 
 def fig_clr(quick: bool) -> dict:
@@ -86,9 +86,9 @@ def fig_clr(quick: bool) -> dict:
     # --8<-- [start:clr]
     learn = synthetic_learner(opt_fn=optim.Adam)
     learn.fit(1e-2, 2, cycle_len=1, use_clr=(20, 8), verbose=False)
-    fig = learn.sched.plot_lr()
+    ax = learn.sched.plot_lr()
     # --8<-- [end:clr]
-    return {"clr.png": fig}
+    return {"clr.png": ax}
 
 
 def fig_lr_find(quick: bool) -> dict:
@@ -96,10 +96,10 @@ def fig_lr_find(quick: bool) -> dict:
     # --8<-- [start:lr_find]
     learn = synthetic_learner(n_ratings=30_000, opt_fn=optim.Adam)
     suggested = learn.lr_find()               # 1e-5 -> 10, one epoch at most
-    fig = learn.sched.plot()                  # loss vs LR, suggestion marked
+    ax = learn.sched.plot()                   # loss vs LR, suggestion marked
     # --8<-- [end:lr_find]
     print(f"  lr_find suggested {suggested:.2e} after {len(learn.sched.losses)} iterations")
-    return {"lr_find.png": fig}
+    return {"lr_find.png": ax}
 
 
 # --------------------------------------------------------------------------- lesson 5
