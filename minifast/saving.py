@@ -9,6 +9,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,9 @@ def safe_load(path: str | os.PathLike, map_location=None) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"no such checkpoint/model file: {path}")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a raw pickle's protocol, then fails
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
         if isinstance(obj, dict) and obj.get("format") == SEALED:
             obj = _unseal(obj, path, map_location)
         return obj
@@ -114,8 +117,21 @@ def safe_load(path: str | os.PathLike, map_location=None) -> Any:
         raise CheckpointError(
             f"cannot load {path} ({size} bytes): the file is truncated, corrupt, or holds "
             f"objects other than tensors and plain containers ({type(e).__name__}: "
-            f"{_load_reason(e)})"
+            f"{_load_reason(e) or _file_kind(path)})"
         ) from e
+
+
+def _file_kind(path: Path) -> str:
+    """Why a file torch gave no reason for was refused: what kind of file it is."""
+    if zipfile.is_zipfile(path):
+        return "a torch.save archive that torch could not read"
+    with path.open("rb") as f:
+        head = f.read(2)
+    if head[:1] == b"\x80":
+        return ("a raw pickle (pickle.dump), not a torch.save file: a pickle can run code when "
+                "loaded, so it is refused; save tensors and plain containers with torch.save or "
+                "learn.save")
+    return "not a torch.save file"
 
 
 def _unseal(obj: dict, path: Path, map_location) -> Any:
