@@ -99,3 +99,16 @@ def test_the_gradient_scalers_state_resumes_from_a_checkpoint(tmp_path):
         mf.fit(m2, data, 1, st2.opt, F.mse_loss, stepper=st2, verbose=False, resume=tmp_path / "ck")
     assert st2.scaler.get_scale() == st.scaler.get_scale() < 2.0**127
     assert st2.skipped_steps == st.skipped_steps
+
+
+def test_resume_refuses_another_precision_or_accumulation(tmp_path):
+    m = mlp()
+    data = regression(tmp_path)
+    mf.fit(m, data, 1, torch.optim.SGD(m.parameters(), 1e-2), F.mse_loss, verbose=False,
+           callbacks=[mf.Checkpoint(tmp_path / "ck")])
+    for kw, what in ((dict(precision="bf16"), "steps.precision: None in the checkpoint, bf16 now"),
+                     (dict(accumulate=2), "steps.accumulate: 1 in the checkpoint, 2 now")):
+        m2 = mlp()
+        with pytest.raises(mf.CheckpointError, match=what):
+            mf.fit(m2, data, 1, torch.optim.SGD(m2.parameters(), 1e-2), F.mse_loss, verbose=False,
+                   resume=tmp_path / "ck", **kw)

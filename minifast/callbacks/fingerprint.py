@@ -100,6 +100,8 @@ def run_fingerprint(state, cbs) -> dict[str, Any]:
         "n_epochs": int(state.n_epochs),
         "schedules": _schedules(cbs),
         "optimiser": {"class": type(opt).__name__, "hyper-parameters": hypers},
+        "steps": {"precision": str(getattr(state.stepper, "precision", None)),
+                  "accumulate": int(getattr(state.stepper, "accumulate", 1))},
     }
     val_idxs = getattr(data, "val_idxs", None)
     if val_idxs is not None:
