@@ -118,13 +118,19 @@ def test_predict_ratings_mismatched_lengths_name_both(trained, users, items, mat
     assert "broadcast together" not in str(e.value)  # not numpy's own message
 
 
-def test_is_known_tells_trained_ids(tmp_path):
+def learner_with_a_validation_only_user(tmp_path):
+    """A learner whose user 7777 has one rating, and that one in the validation rows."""
     df = synthetic()
     extra = pd.DataFrame({"user": [7777], "item": ["m0"], "rating": [4.0]})
     df = pd.concat([df, extra], ignore_index=True)
     cf = CollabFilterDataset.from_data_frame(tmp_path, df, "user", "item", "rating")
     val = np.r_[get_cv_idxs(cf.n - 1), cf.n - 1]  # the new user's only row is in validation
     learn = cf.get_learner(4, val, 32)
+    return learn
+
+
+def test_is_known_tells_trained_ids(tmp_path):
+    learn = learner_with_a_validation_only_user(tmp_path)
     got = learn.is_known(users=[1000, 7777, 5])  # trained, validation only, not in the data
     assert got.dtype == bool and got.tolist() == [True, False, False]
     assert learn.is_known(users=1000).shape == () and bool(learn.is_known(users=1000))
@@ -135,12 +141,7 @@ def test_is_known_tells_trained_ids(tmp_path):
 
 
 def test_validation_only_id_counts_as_unseen(tmp_path):
-    df = synthetic()
-    extra = pd.DataFrame({"user": [7777], "item": ["m0"], "rating": [4.0]})
-    df = pd.concat([df, extra], ignore_index=True)
-    cf = CollabFilterDataset.from_data_frame(tmp_path, df, "user", "item", "rating")
-    val = np.r_[get_cv_idxs(cf.n - 1), cf.n - 1]  # the new user's only row is in validation
-    learn = cf.get_learner(4, val, 32)
+    learn = learner_with_a_validation_only_user(tmp_path)
     with pytest.raises(UnknownIdError, match="7777 appears only in validation rows"):
         learn.predict_ratings(7777, "m0")
 
