@@ -121,11 +121,11 @@ def _nan_message(state: FitState, e: NonFiniteLossError) -> str:
             else "no good step in this run yet")
     where = (f"{e} at epoch {state.epoch}, iteration {state.iteration} (batch "
              f"{state.batch_idx} of {state.n_batches}), lr {state.lr:.3g}; {good}.")
-    if getattr(e, "bad_targets", 0):
+    if e.bad_targets:
         return (f"{where} The batch's targets hold {e.bad_targets} NaN/inf value(s): the data "
                 f"is at fault, not the training; clean the targets (e.g. drop or fill those "
                 f"rows). The step was not taken.")
-    if not getattr(e, "weights_finite", True):
+    if not e.weights_finite:
         return (f"{where} The step was not taken, but the weights are already not finite: an "
                 f"earlier step's gradients overflowed while its loss was finite. Train with "
                 f"check_grads=True (or clip=...) to stop at that step, before it reaches the "
