@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -51,6 +53,15 @@ class Jitter(Callback):
         m = (0.5 + np.random.rand()) * (0.9 + 0.2 * random.random())
         for g in self.state.opt.param_groups:
             g["lr"] = 1e-2 * m
+
+
+def start(mode: str, out, *extra) -> subprocess.Popen:
+    """Run this file as a training process (`python resume_worker.py MODE OUT [RESUME]`), its
+    output piped, for the tests that kill or interrupt real training."""
+    here = Path(__file__).resolve()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here.parent), *sys.path])}
+    return subprocess.Popen([sys.executable, str(here), mode, str(out), *map(str, extra)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def build(out, opt: str = "adam", loader: str = "array"):

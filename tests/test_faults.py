@@ -5,8 +5,6 @@ import math
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from resume_worker import (
     InterruptAfterBatch,
     assert_same_run,
     result,
+    start,
     train,
 )
 
@@ -28,8 +27,6 @@ from minifast import (
     find_checkpoints,
     load_checkpoint,
 )
-
-WORKER = Path(__file__).with_name("resume_worker.py")
 
 
 def snapshot(model, opt) -> dict:
@@ -238,16 +235,10 @@ def test_interrupt_mid_step_before_any_checkpoint_says_so(tmp_path, capsys):
 # Ctrl-C for real: SIGINT to a training process, then resume from its checkpoint
 
 
-def _start(mode, out, *extra):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(WORKER.parent), *sys.path])}
-    return subprocess.Popen([sys.executable, str(WORKER), mode, str(out), *map(str, extra)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-
-
 def test_sigint_to_a_training_process_then_resume(tmp_path):
-    full = _start("full", tmp_path / "full")
+    full = start("full", tmp_path / "full")
     run = tmp_path / "run"
-    proc = _start("sigint", run)
+    proc = start("sigint", run)
     deadline = time.monotonic() + 60
     while not (run / "ready").exists():
         assert proc.poll() is None, f"worker exited early: {proc.communicate()}"
@@ -262,7 +253,7 @@ def test_sigint_to_a_training_process_then_resume(tmp_path):
     probe = json.loads((run / "train_end.json").read_text())
     assert probe == {"interrupted": True, "iteration": 20, "epoch": 1,
                      "recorder_iterations": list(range(1, 21))}
-    resumed = _start("resume", run, path)
+    resumed = start("resume", run, path)
     out, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err
     full.communicate(timeout=120)

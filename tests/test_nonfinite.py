@@ -39,12 +39,18 @@ def model_and_opt():
     return m, torch.optim.Adam(m.parameters(), 1e-2)
 
 
-def test_check_grads_stops_before_bad_gradients_reach_the_weights(tmp_path):
+def overflow_at_batch_4(tmp_path, check_grads):
+    """Train until batch 4's gradients overflow; the model, optimiser and the error raised."""
     m, opt = model_and_opt()
     with pytest.raises(mf.NonFiniteLossError) as e:
         mf.fit(m, data(tmp_path), 1, opt, F.mse_loss, callbacks=[OverflowOnce(4)],
-               check_grads=True, verbose=False)
-    msg = str(e.value)
+               check_grads=check_grads, verbose=False)
+    return m, opt, e.value
+
+
+def test_check_grads_stops_before_bad_gradients_reach_the_weights(tmp_path):
+    m, opt, err = overflow_at_batch_4(tmp_path, check_grads=True)
+    msg = str(err)
     assert "gradients are not finite (norm inf) while the loss is" in msg
     assert "iteration 3" in msg and "holds its last good weights" in msg
     assert all(torch.isfinite(p).all() for p in m.parameters())
@@ -53,14 +59,11 @@ def test_check_grads_stops_before_bad_gradients_reach_the_weights(tmp_path):
 
 
 def test_without_the_check_the_next_loss_says_the_weights_are_damaged(tmp_path):
-    m, opt = model_and_opt()
-    with pytest.raises(mf.NonFiniteLossError) as e:
-        mf.fit(m, data(tmp_path), 1, opt, F.mse_loss, callbacks=[OverflowOnce(4)],
-               check_grads=False, verbose=False)
-    msg = str(e.value)
+    _, _, err = overflow_at_batch_4(tmp_path, check_grads=False)
+    msg = str(err)
     assert "iteration 4" in msg and "weights are already not finite" in msg
     assert "check_grads=True" in msg and "last good weights" not in msg
-    assert e.value.weights_finite is False
+    assert err.weights_finite is False
 
 
 def test_clipping_checks_the_gradients_for_free_by_default(tmp_path):

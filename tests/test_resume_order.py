@@ -3,20 +3,23 @@ loader whose order cannot be replayed refuses mid-epoch checkpoints instead of d
 
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from resume_worker import N_BATCHES, N_EPOCHS, InterruptAfterBatch, assert_same_run, result, train
+from resume_worker import (
+    N_BATCHES,
+    N_EPOCHS,
+    InterruptAfterBatch,
+    assert_same_run,
+    result,
+    start,
+    train,
+)
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 
 from minifast import Callback, Checkpoint, find_checkpoints, load_checkpoint
-
-WORKER = Path(__file__).with_name("resume_worker.py")
 
 
 def _full(tmp_path, loader):
@@ -70,15 +73,9 @@ def test_a_loader_generator_is_checkpointed_for_epoch_end_resumes(tmp_path):
     assert_same_run(full, _resumed(tmp_path, ck / "ckpt-00000015.pt", "torchgen"))
 
 
-def _start(mode, out, *extra):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(WORKER.parent), *sys.path])}
-    return subprocess.Popen([sys.executable, str(WORKER), mode, str(out), *map(str, extra)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-
-
 def test_sigkill_mid_epoch_with_a_torch_dataloader_then_resume_is_bit_identical(tmp_path):
-    full = _start("full:torch", tmp_path / "full")
-    crash = _start("crash:torch", tmp_path / "run")
+    full = start("full:torch", tmp_path / "full")
+    crash = start("crash:torch", tmp_path / "run")
     deadline = time.monotonic() + 60
     while not (tmp_path / "run" / "ready").exists():
         assert crash.poll() is None, f"worker exited early: {crash.communicate()}"
@@ -89,7 +86,7 @@ def test_sigkill_mid_epoch_with_a_torch_dataloader_then_resume_is_bit_identical(
     assert crash.returncode == -signal.SIGKILL
     ck = tmp_path / "run" / "ckpt"
     assert find_checkpoints(ck)[0].name == "ckpt-00000020.pt"
-    resumed = _start("resume:torch", tmp_path / "run")
+    resumed = start("resume:torch", tmp_path / "run")
     _, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err
     _, err = full.communicate(timeout=120)
