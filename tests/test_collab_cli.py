@@ -18,11 +18,10 @@ from minifast.collab.__main__ import RECIPES, apply_recipe, build_parser, main
 
 ML = Path(__file__).resolve().parents[2] / "shared" / "data" / "movielens"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-# How far above the noise floor the offline default may end. Measured (seed 42): 0.39 above;
-# the lesson's SGDR recipe ends 0.42 above. The floor is the MSE of the true means: with most
-# items rated a few times no model trained on these ratings gets near it (a Bayes estimate of
-# each item knowing the true user factors ends about 0.29 above it).
-MARGIN = 0.41
+# How far above the noise floor the offline default may end, as a fraction of the floor.
+# Measured (seed 42): 0.5868 against the floor 0.5474, 7.2 % above; on ml-latest-small's shape
+# (the default before) it ended 0.39 above, 72 %.
+MARGIN = 0.10
 needs_data = pytest.mark.skipif(not (ML / "ml-latest-small-2016").is_dir(),
                                 reason="shared MovieLens data absent")
 
@@ -94,17 +93,18 @@ def test_offline_default_gets_close_to_the_noise_floor_and_prints_it(tmp_path, c
     assert m, out
     mse = float(m.group(1))
     assert float(m.group(2)) == floor
-    assert mse < floor + MARGIN, out
+    assert mse < floor * (1 + MARGIN), out
 
 
 def test_recipes_fill_only_unset_options():
     args = build_parser().parse_args([])
     apply_recipe(args, RECIPES["real"])  # real data: the lesson's SGDR recipe, unchanged
-    assert (args.bs, args.lr, args.wd, args.emb_l2, args.schedule, args.cycles,
-            args.cycle_len, args.cycle_mult) == (64, 1e-2, 2e-4, None, "sgdr", 2, 1, 2)
+    assert (args.factors, args.bs, args.lr, args.wd, args.emb_l2, args.schedule, args.cycles,
+            args.cycle_len, args.cycle_mult) == (50, 64, 1e-2, 2e-4, None, "sgdr", 2, 1, 2)
     args = build_parser().parse_args(["--bs", "32", "--schedule", "sgdr"])
     apply_recipe(args, RECIPES["synthetic"])
     assert (args.bs, args.schedule) == (32, "sgdr")  # given options win
+    assert args.factors == RECIPES["synthetic"]["factors"]
     assert args.emb_l2 == RECIPES["synthetic"]["emb_l2"] and args.cycle_len > 1
     args = build_parser().parse_args(["--emb-l2", "0.3"])
     apply_recipe(args, RECIPES["synthetic"])  # the penalty's options go together
