@@ -184,7 +184,7 @@ def main(out: str | Path = IMG, only: str | None = None, quick: bool = False,
         figs = make(quick, lesson_data) if name == "lesson" else make(quick)
         for fname, fig in figs.items():
             path = out / fname
-            fig = fig.figure  # minifast's plots return their Axes, collab's their Figure
+            fig = fig.figure  # every plot returns its Axes
             fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata={"Software": None})
             plt.close(fig)
             written.append(path)

@@ -92,8 +92,9 @@ def interpret(learn, plots: Path | None, verbose: bool) -> dict:
         matplotlib.use("Agg")
         plots.mkdir(parents=True, exist_ok=True)
         y = learn.data.val_y
-        plot_pred_vs_actual(learn.predict(), y, title="validation").savefig(plots / "pred_vs_actual.png")
-        plot_items_pca(pca, n=50).savefig(plots / "movies_pca.png")
+        plot_pred_vs_actual(learn.predict(), y, title="validation").figure.savefig(
+            plots / "pred_vs_actual.png")
+        plot_items_pca(pca, n=50).figure.savefig(plots / "movies_pca.png")
         if verbose:
             print(f"\nplots saved in {plots}")
     return {"best": biases["item"].head(10).tolist(), "worst": biases["item"].tail(10).tolist(),

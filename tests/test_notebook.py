@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from notebook_run import execute_notebook, outputs_with, stream_text
 
 import minifast as mf
 from minifast import Printer, fit
@@ -166,25 +167,13 @@ CELLS = {
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("ipykernel")
-    pytest.importorskip("matplotlib")
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(SETUP)] + [nbformat.v4.new_code_cell(c)
                                                      for c in CELLS.values()]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
-    cwd = tmp_path_factory.mktemp("nb")
-    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
-                                     resources={"metadata": {"path": str(cwd)}})
-    with pytest.MonkeyPatch.context() as m:
-        m.delenv("MPLBACKEND", raising=False)  # the kernel's own (inline) backend
-        client.execute()
+    execute_notebook(nb, tmp_path_factory.mktemp("nb"), timeout=120)
     return dict(zip(CELLS, nb.cells[1:]))
-
-
-def outputs_with(cell, mime: str) -> list:
-    return [o for o in cell.outputs if mime in o.get("data", {})]
 
 
 def test_notebook_fit_shows_widget_bars_and_an_html_table(executed):
@@ -195,11 +184,10 @@ def test_notebook_fit_shows_widget_bars_and_an_html_table(executed):
     html = tables[0]["data"]["text/html"]
     assert re.findall(r"<th>(.*?)</th>", html) == ["epoch", "trn_loss", "val_loss", "time"]
     rows = [re.findall(r"<td>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", html)]
-    epochs = json.loads("".join(o.get("text", "") for o in executed["epochs"].outputs))
+    epochs = json.loads(stream_text(executed["epochs"]))
     assert rows == [[str(e["epoch"]), f"{e['trn_loss']:.5f}", f"{e['val_loss']:.5f}",
                      format_time(e["time"])] for e in epochs]
-    text = "".join(o.get("text", "") for o in cell.outputs if o["output_type"] == "stream")
-    assert "trn_loss" not in text  # no text table beside the HTML one
+    assert "trn_loss" not in stream_text(cell, None)  # no text table beside the HTML one
 
 
 @pytest.mark.parametrize("name", ["plot_loss", "plot_lr", "lr_find"])
@@ -208,7 +196,6 @@ def test_notebook_shows_each_plot_once(executed, name):
 
 
 def test_notebook_lr_find_prints_its_line(executed):
-    text = "".join(o.get("text", "") for o in executed["lr_find"].outputs
-                   if o["output_type"] == "stream" and o["name"] == "stdout")
+    text = stream_text(executed["lr_find"])
     assert re.fullmatch(r"lr_find: suggested lr \d\.\d\de[-+]\d\d \(steepest descent of the "
                         r"smoothed loss\); learn.sched.plot\(\) shows the curve\n", text)

@@ -161,7 +161,9 @@ def _plt():
 
 def plot_pred_vs_actual(preds, y, gridsize: int = 30, title: str | None = None):
     """Predictions against actual ratings as a hexbin joint plot with marginal histograms
-    (the lesson's `sns.jointplot(preds, y, kind='hex')`); returns the figure."""
+    (the lesson's `sns.jointplot(preds, y, kind='hex')`). Returns the hexbin's `Axes`, as
+    `minifast.plots` does, so a notebook shows the plot once; `ax.figure` is the whole figure
+    (`ax.figure.savefig(path)`)."""
     plt = _plt()
     p = np.asarray(preds.detach().cpu() if isinstance(preds, torch.Tensor) else preds).reshape(-1)
     t = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y).reshape(-1)
@@ -182,13 +184,13 @@ def plot_pred_vs_actual(preds, y, gridsize: int = 30, title: str | None = None):
     ax_right.tick_params(labelleft=False)
     if title:
         ax_top.set_title(title)
-    return fig
+    return ax
 
 
 def plot_items_pca(pca: FactorPCA, n: int = 50, components: tuple[int, int] = (0, 1),
                    seed: int = 0):
-    """Items on two principal components, `n` of them labelled (a random sample, seeded);
-    returns the figure."""
+    """Items on two principal components, `n` of them labelled (a random sample, seeded).
+    Returns the `Axes` (a notebook shows the plot once; `ax.figure.savefig(path)` saves it)."""
     plt = _plt()
     a, b = components
     if max(a, b) >= pca.scores.shape[1]:
@@ -201,4 +203,4 @@ def plot_items_pca(pca: FactorPCA, n: int = 50, components: tuple[int, int] = (0
         ax.text(pca.scores[j, a], pca.scores[j, b], str(labels[j]), fontsize=8)
     ax.set_xlabel(f"pc{a} ({pca.explained_variance_ratio[a]:.1%})")
     ax.set_ylabel(f"pc{b} ({pca.explained_variance_ratio[b]:.1%})")
-    return fig
+    return ax
