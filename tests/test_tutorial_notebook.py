@@ -36,7 +36,8 @@ def test_stored_clean_with_one_settings_cell():
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(c.outputs == [] and c.execution_count is None for c in code), (
-        "examples/tutorial.ipynb is stored without outputs: clear them before committing")
+        "examples/tutorial.ipynb is stored without outputs: clear them (Jupyter: Edit > Clear "
+        "Outputs of All Cells) before committing")
     assert [c.id for c in code if "MINIFAST_QUICK" in c.source] == ["settings"]
     assert "MINIFAST_QUICK=1" in nb.cells[0].source  # documented where a reader starts
     assert set(FITS + PLOTS) <= {c.id for c in code}
