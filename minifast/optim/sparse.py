@@ -5,17 +5,30 @@ its moments, for a batch that uses a few of them. With `nn.Embedding(..., sparse
 gradient holds just the batch's rows, and an optimiser that takes sparse gradients updates
 just those rows: a step costs O(batch), not O(table).
 
+How a step works (`LazyAdam`, row-wise): for each sparse gradient, the batch's distinct rows
+are found with a mask over the table (no sort; embeddings indexed by the same ids, such as a
+user's factors and bias, share one pass), the gradient's duplicate rows are summed into one
+compact `[rows, dim]` block, the rows of the weights and of both moments are gathered, one
+fused Adam kernel (torch's, where it has one for the device) updates every gathered block and
+every dense parameter of the group in a single call, and the rows are written back in place.
+Gradients reach the optimiser as the usual sparse COO tensors, so DDP all-reduces them as
+before. (On devices other than the CPU the duplicates are summed by `coalesce`, whose sum is
+reproducible there, where `index_add_`'s atomics are not.)
+
 The trade-offs (measured on the docs' Performance page, "Sparse embeddings"):
 
 - Lazy moments. A row's Adam moments advance only when the row is in a batch (as
   `torch.optim.SparseAdam` and TensorFlow's LazyAdam do), with the bias correction of the
-  global step; dense Adam also decays the moments of absent rows.
+  parameter's global step count; dense Adam also decays the moments of absent rows and keeps
+  moving them with their stale momentum. A row seen rarely therefore takes bigger steps than
+  under dense Adam (its moments were not decayed in between while the bias correction
+  shrank), and a row seen in every batch gets exactly dense Adam's update.
 - Weight decay. `LazyAdam(weight_decay=wd)` adds the L2 gradient only to the rows in the
   batch, so a row is regularised each time it is seen (the classic per-rating
   regularisation of matrix factorisation). The decoupled decay (`use_wd_sched=True`) likewise
-  shrinks only the batch's rows (see `Stepper`). `SparseAdam` has no weight decay, SGD and
-  Adagrad refuse it with sparse gradients: the Learner refuses those combinations instead
-  of ignoring `wds`.
+  shrinks only the batch's rows (see `Stepper`), before the step. `SparseAdam` has no weight
+  decay, SGD and Adagrad refuse it with sparse gradients: the Learner refuses those
+  combinations instead of ignoring `wds`.
 - Gradient-norm clipping does not take sparse gradients (torch has no norm for them).
 """
 
@@ -24,9 +37,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import attrs
 import torch
 from torch import nn
 
+from .fused import fused_supported
 from .hypers import optimizer_target
 
 __all__ = [
@@ -68,21 +83,34 @@ class LazyAdam(torch.optim.Optimizer):
     L2 (added to the gradient, as `torch.optim.Adam`'s), on the rows present only. Same
     hyper-parameters and defaults as `torch.optim.Adam`; `betas[0]` is the momentum that
     `set_moms` and one-cycle schedules change.
+
+    Each step is row-wise (module docs, "How a step works"): its cost follows the rows the
+    batch touches, not the size of the tables. `fused=None` runs the arithmetic in torch's
+    fused Adam kernel where this torch has one for the parameters' device, else in plain
+    tensor ops (`fused=False`; the same results to float32 rounding); `fused=True` insists.
+    The state (`step`, `exp_avg`, `exp_avg_sq` per parameter) is the same whichever runs it.
     """
 
     #: `Learner` checks this before letting `wds` through with sparse gradients.
     supports_sparse_weight_decay = True
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0):
+                 eps: float = 1e-8, weight_decay: float = 0.0, fused: bool | None = None):
         if not lr >= 0:
             raise ValueError(f"LazyAdam: lr must be >= 0, got {lr}")
         if not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"LazyAdam: betas must be in [0, 1), got {betas}")
         if not eps >= 0 or not weight_decay >= 0:
             raise ValueError(f"LazyAdam: eps and weight_decay must be >= 0, got {eps}, {weight_decay}")
+        if fused not in (None, True, False):
+            raise ValueError(f"LazyAdam: fused must be None, True or False, got {fused!r}")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
                                   "weight_decay": weight_decay})
+        params = [p for g in self.param_groups for p in g["params"]]
+        if fused and not fused_supported(params):
+            raise ValueError("LazyAdam(fused=True): this torch has no fused Adam kernel for "
+                             "these parameters' device or dtype; pass fused=None")
+        self.fused = fused_supported(params) if fused is None else fused
 
     @torch.no_grad()
     def step(self, closure: Callable | None = None):
@@ -91,38 +119,112 @@ class LazyAdam(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        rows = _RowIndex()  # embeddings indexed by the same ids share one unique-rows pass
         for group in self.param_groups:
-            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                t = state["step"]
-                step_size = lr / (1 - b1**t)
-                bc2_sqrt = math.sqrt(1 - b2**t)
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                if p.grad.is_sparse:
-                    g = p.grad.coalesce()  # one entry per row, duplicates summed
-                    rows, vals = g.indices()[0], g.values()
-                    if wd:
-                        vals = vals.add(p.index_select(0, rows), alpha=wd)
-                    m_r = m.index_select(0, rows).lerp_(vals, 1 - b1)
-                    v_r = v.index_select(0, rows).mul_(b2).addcmul_(vals, vals, value=1 - b2)
-                    m.index_copy_(0, rows, m_r)
-                    v.index_copy_(0, rows, v_r)
-                    denom = v_r.sqrt_().div_(bc2_sqrt).add_(eps)
-                    p.index_add_(0, rows, m_r.div_(denom), alpha=-step_size)
-                else:
-                    g = p.grad if not wd else p.grad.add(p, alpha=wd)
-                    m.lerp_(g, 1 - b1)
-                    v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                    p.addcdiv_(m, v.sqrt().div_(bc2_sqrt).add_(eps), value=-step_size)
+            work = [self._gather(p, rows) for p in group["params"] if p.grad is not None]
+            if not work:
+                continue
+            _adam_([w.cols for w in work], group, self.fused)
+            for w in work:
+                w.write_back()
         return loss
+
+    def _gather(self, p: torch.Tensor, rows: _RowIndex) -> _Rows:
+        """The parameter's rows the step updates, with their gradients and moments (all of
+        them for a dense gradient); its step count advanced."""
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["step"] += 1
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        if not p.grad.is_sparse:
+            return _Rows(p, m, v, None, (p, p.grad, m, v, state["step"]))
+        idx, g = rows.compact(p.grad)
+        return _Rows(p, m, v, idx, (p.index_select(0, idx), g, m.index_select(0, idx),
+                                    v.index_select(0, idx), state["step"]))
+
+
+@attrs.define
+class _Rows:
+    """One parameter's part of a step: `cols` = (weights, gradient, exp_avg, exp_avg_sq,
+    step) at rows `idx` of `p` and its moments `m`, `v` (gathered copies, written back
+    after the update); `idx` None: the whole tensors, updated in place."""
+
+    p: torch.Tensor
+    m: torch.Tensor
+    v: torch.Tensor
+    idx: torch.Tensor | None
+    cols: tuple
+
+    def write_back(self) -> None:
+        if self.idx is not None:
+            p_r, _, m_r, v_r, _ = self.cols
+            self.p.index_copy_(0, self.idx, p_r)
+            self.m.index_copy_(0, self.idx, m_r)
+            self.v.index_copy_(0, self.idx, v_r)
+
+
+class _RowIndex:
+    """The unique rows of sparse gradients, computed once per distinct index tensor."""
+
+    def __init__(self):
+        self.seen: list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]] = []
+
+    def compact(self, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(rows, values)`: the sorted distinct rows of sparse `grad` and each one's
+        gradient, duplicates summed."""
+        if grad.sparse_dim() != 1:
+            raise ValueError(f"LazyAdam: sparse gradients must index rows (sparse_dim 1), "
+                             f"got sparse_dim {grad.sparse_dim()} for shape {tuple(grad.shape)}")
+        if grad.is_coalesced():  # e.g. Stepper's decoupled decay coalesced it already
+            return grad.indices()[0], grad.values()
+        if grad.device.type != "cpu":  # index_add_ sums with atomics there: not reproducible
+            grad = grad.coalesce()
+            return grad.indices()[0], grad.values()
+        idx, vals = grad._indices()[0], grad._values()
+        rows, inverse = self._unique(idx, grad.shape[0])
+        out = vals.new_zeros((len(rows), *vals.shape[1:]))
+        return rows, out.index_add_(0, inverse, vals)
+
+    def _unique(self, idx: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        for seen, seen_n, rows, inverse in self.seen:
+            if seen_n == n and seen.shape == idx.shape and torch.equal(seen, idx):
+                return rows, inverse
+        # a mask over the table instead of a sort: O(batch + rows), rows come out sorted
+        mask = torch.zeros(n, dtype=torch.bool, device=idx.device)
+        mask[idx] = True
+        rows = mask.nonzero().squeeze(1)
+        pos = torch.empty(n, dtype=torch.long, device=idx.device)
+        pos[rows] = torch.arange(len(rows), device=idx.device)
+        inverse = pos[idx]
+        self.seen.append((idx, n, rows, inverse))
+        return rows, inverse
+
+
+def _adam_(cols: list[tuple], group: dict, fused: bool) -> None:
+    """Adam, in place, on each (weights, gradient, exp_avg, exp_avg_sq, step) of `cols`,
+    with `group`'s hyper-parameters and L2 `weight_decay`; `step` is already advanced."""
+    lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+    if fused:
+        by_kind: dict[tuple, list[tuple]] = {}
+        for c in cols:
+            by_kind.setdefault((c[0].device, c[0].dtype), []).append(c)
+        for (device, _), cs in by_kind.items():
+            ps, gs, ms, vs, ts = zip(*cs)
+            steps = [torch.full((), float(t), device=device) for t in ts]
+            torch._fused_adam_(list(ps), list(gs), list(ms), list(vs), [], steps, amsgrad=False,
+                               lr=float(lr), beta1=b1, beta2=b2, weight_decay=wd, eps=eps,
+                               maximize=False)
+        return
+    for p, g, m, v, t in cols:
+        if wd:
+            g = g.add(p, alpha=wd)
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = v.sqrt().div_(math.sqrt(1 - b2**t)).add_(eps)
+        p.addcdiv_(m, denom, value=-lr / (1 - b1**t))
 
 
 #: Optimisers that take sparse gradients (without weight decay unless noted in the docs).
