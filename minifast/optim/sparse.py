@@ -20,9 +20,8 @@ The trade-offs (measured on the docs' Performance page, "Sparse embeddings"):
 - Lazy moments. A row's Adam moments advance only when the row is in a batch (as
   `torch.optim.SparseAdam` and TensorFlow's LazyAdam do), with the bias correction of the
   parameter's global step count; dense Adam also decays the moments of absent rows and keeps
-  moving them with their stale momentum. A row seen rarely therefore takes bigger steps than
-  under dense Adam (its moments were not decayed in between while the bias correction
-  shrank), and a row seen in every batch gets exactly dense Adam's update.
+  moving them with their stale momentum. A row seen in every batch gets exactly dense
+  Adam's update; a rarely seen row's moments are those of its own last appearances.
 - Weight decay. `LazyAdam(weight_decay=wd)` adds the L2 gradient only to the rows in the
   batch, so a row is regularised each time it is seen (the classic per-rating
   regularisation of matrix factorisation). The decoupled decay (`use_wd_sched=True`) likewise
