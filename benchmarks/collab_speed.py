@@ -1,6 +1,6 @@
 """minifast's get_learner().fit() against a lean hand-written loop and a torch DataLoader loop.
 
-    python benchmarks/collab_speed.py [--reps 5] [--bs 64 4096] [--settings default fused sparse]
+    python benchmarks/collab_speed.py [--reps 9] [--bs 64 4096] [--settings default fused sparse]
 
 One epoch of issue 6's problem: ml-latest-small as GroupLens distributes it today (the
 2018-09-26 release, 100,836 ratings; `--data ml-latest-small-2016` for the 100,004 ratings lesson
@@ -33,11 +33,14 @@ of a fresh interpreter's first epochs, which on this 2-core VM is larger than th
 differences measured; and malloc's thresholds, once a fused or sparse run has set them, stay
 set for the default runs too). Runs are interleaved:
 rep r runs the loops in a rotated order, every setting and batch size in turn. The table
-gives medians over reps: microseconds per step (wall time of train + validation / steps) and
-their range over the reps (on a shared 2-core VM the spread is often as large as the
-differences between loops: read the ratios with it),
-ratings/s (training ratings per second), epoch seconds, peak RSS and validation MSE, and each
-loop's time as a ratio to the lean loop's (target for minifast: <= 1.10). Threads: 2
+gives medians over reps: microseconds per step (wall time of train + validation / steps),
+their interquartile range and full range over the reps (on a shared 2-core VM the spread is
+often as large as the differences between loops: read the ratios with it), ratings/s
+(training ratings per second), epoch seconds, peak RSS and validation MSE, and each loop's
+time as a ratio to the lean loop's (target for minifast: <= 1.10), twice: the ratio of the
+medians, and the median (with IQR) of the paired ratios -- each rep's run over the lean run
+of the same rep, which ran next to it, so that load drifting between reps cancels; that is
+the figure to claim a cell with. Threads: 2
 (torch.set_num_threads(2) in every run).
 """
 
@@ -205,11 +208,26 @@ def spawn(loop: str, setting: str, bs: int, threads: int, warmup: int, data: str
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def quartiles(xs: list[float]) -> tuple[float, float, float]:
+    """(lower quartile, median, upper quartile) of `xs` (inclusive method; all equal for one)."""
+    if len(xs) == 1:
+        return xs[0], xs[0], xs[0]
+    q1, q2, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def paired_ratios(rows: list[dict], lean: list[dict]) -> list[float]:
+    """Each rep's time over the lean loop's time in the same rep (the two ran back to back,
+    so load that drifts between reps cancels)."""
+    by_rep = {r["rep"]: r["seconds"] for r in lean}
+    return [r["seconds"] / by_rep[r["rep"]] for r in rows if r.get("rep") in by_rep]
+
+
 def table(results: list[dict], settings, sizes) -> str:
     lines = [
-        "| setting | bs | loop | µs/step | range | page faults/step | ratings/s | epoch s "
-        "| peak RSS MB | val MSE | × lean |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| setting | bs | loop | µs/step | IQR | range | page faults/step | ratings/s | epoch s "
+        "| peak RSS MB | val MSE | × lean | paired × lean (IQR) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for setting in settings:
         for bs in sizes:
@@ -220,13 +238,17 @@ def table(results: list[dict], settings, sizes) -> str:
                 rs = rows[lp]
                 sec = statistics.median(r["seconds"] for r in rs)
                 per_step = [r["seconds"] / r["steps"] * 1e6 for r in rs]
+                q1, _, q3 = quartiles(per_step)
+                pr = paired_ratios(rs, rows["lean"])
+                p1, p2, p3 = quartiles(pr) if pr else (float("nan"),) * 3
                 lines.append(
                     f"| {setting} | {bs} | {lp} | {sec / rs[0]['steps'] * 1e6:,.0f} | "
-                    f"{min(per_step):,.0f}-{max(per_step):,.0f} | "
+                    f"{q1:,.0f}-{q3:,.0f} | {min(per_step):,.0f}-{max(per_step):,.0f} | "
                     f"{statistics.median(r['minflt'] / r['steps'] for r in rs):,.1f} | "
                     f"{rs[0]['rows'] / sec:,.0f} | {sec:.2f} | "
                     f"{_rss(rs)} | "
-                    f"{statistics.median(r['mse'] for r in rs):.4f} | {sec / lean:.3f} |")
+                    f"{statistics.median(r['mse'] for r in rs):.4f} | {sec / lean:.3f} | "
+                    f"{p2:.3f} ({p1:.3f}-{p3:.3f}) |")
     return "\n".join(lines)
 
 
@@ -239,7 +261,7 @@ def _rss(rs: list[dict]) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--bs", type=int, nargs="+", default=[64, 4096])
     ap.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS))
     ap.add_argument("--threads", type=int, default=2)
@@ -270,10 +292,10 @@ def main(argv=None):
                     if args.in_process:
                         r = run_one(loop, setting, bs, args.threads, warmup=args.warmup,
                                     data=args.data)
-                        results.append({**r, "in_process": True})
+                        results.append({**r, "in_process": True, "rep": rep})
                     else:
-                        results.append(spawn(loop, setting, bs, args.threads, args.warmup,
-                                             args.data))
+                        results.append({**spawn(loop, setting, bs, args.threads, args.warmup,
+                                                args.data), "rep": rep})
         print(f"rep {rep + 1}/{args.reps} done ({time.perf_counter() - t0:.0f} s; load "
               f"{os.getloadavg()[0]:.2f})", file=sys.stderr)
     r0 = results[0]

@@ -17,7 +17,7 @@ def bench(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     yield
     torch.set_num_threads(threads)
-    for name in ("collab_speed", "page_faults", "problem"):
+    for name in ("collab_speed", "page_faults", "problem", "scale_25m"):
         sys.modules.pop(name, None)
 
 
@@ -31,7 +31,8 @@ def test_collab_speed_prints_the_table_with_page_faults(bench, capsys):
     rows = [line for line in out.splitlines() if line.startswith("| fused | 8192 |")]
     assert [r.split("|")[3].strip() for r in rows] == ["minifast", "lean", "dataloader"]
     lean = next(r for r in rows if "| lean |" in r)
-    assert lean.rstrip(" |").endswith("1.000")
+    assert lean.rstrip(" |").endswith("1.000 (1.000-1.000)")
+    assert "paired × lean (IQR)" in out
 
 
 def test_page_faults_runs_each_combination_in_its_own_process(bench, capsys):
@@ -43,3 +44,22 @@ def test_page_faults_runs_each_combination_in_its_own_process(bench, capsys):
     rows = [line for line in out.splitlines() if line.startswith("| minifast |")]
     assert [tuple(c.strip() for c in r.split("|")[2:4]) for r in rows] == [
         ("default", "glibc"), ("default", "kept"), ("fused", "glibc"), ("fused", "kept")]
+
+
+def test_scale_25m_small_reports_every_mode(bench, capsys):
+    import scale_25m
+
+    assert scale_25m.main(["--scale", "small", "--modes", "dense", "sparse", "coalesce",
+                           "--threads", "1", "--surprise"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines()
+            if line.startswith("| ") and " M |" in line}
+    assert {"dense", "sparse", "coalesce"} <= rows.keys()
+    assert "LazyAdam" in out and "CoalesceLazyAdam" in out
+    assert "sparse / dense = " in out
+    # the row-wise step and the coalescing one compute the same lazy Adam
+    mse = {m: float(rows[m].split("|")[5].split()[0]) for m in ("sparse", "coalesce")}
+    assert mse["sparse"] == pytest.approx(mse["coalesce"], abs=1e-4)
+    assert "surprise SVD" in out  # its row, or "not installed"
+    with pytest.raises(SystemExit):
+        scale_25m.main(["--scale", "huge"])
