@@ -4,6 +4,15 @@ An application of the core the way a user would build one: nothing in `minifast`
 knows about it. `from minifast.collab import *` gives the public names below.
 """
 
+from .autorec import (
+    AutoRec,
+    AutoRecData,
+    AutoRecLearner,
+    KernelLayer,
+    autorec_data,
+    autorec_learner,
+    masked_mse,
+)
 from .dataset import CollabFilterDataset
 from .download import ChecksumError, download_movielens, movielens_cache_dir, safe_extract
 from .ids import UnknownIdError
@@ -47,4 +56,6 @@ __all__ = [
     "embedding_l2", "get_emb",
     "genre_features", "load_ml100k_split", "load_movies", "load_ratings", "movie_titles", "movielens_path",
     "synthetic_ratings",
+    "AutoRec", "AutoRecData", "AutoRecLearner", "KernelLayer", "autorec_data", "autorec_learner",
+    "masked_mse",
 ]

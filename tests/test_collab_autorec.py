@@ -1,0 +1,161 @@
+"""The item-based autoencoder (AutoRec with local-kernel layers): shapes, the masked loss,
+training, predictions by raw id, fallback for unseen ids, exact resume."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from resume_worker import InterruptAfterBatch, assert_same_run, result
+
+from minifast import Checkpoint
+from minifast.collab import (
+    AutoRec,
+    CollabFilterDataset,
+    KernelLayer,
+    UnknownIdError,
+    autorec_data,
+    autorec_learner,
+    masked_mse,
+)
+
+
+def _cf(tmp_path, n=800, n_users=25, n_items=15, seed=0):
+    """Low-rank ratings 1-5 with raw ids 100+u / 500+i; every user and item rated."""
+    rng = np.random.RandomState(seed)
+    u = np.concatenate([np.arange(n_users), rng.randint(0, n_users, n - n_users)])
+    i = np.concatenate([np.arange(n_items), np.arange(n_users - n_items) % n_items,
+                        rng.randint(0, n_items, n - n_users)])
+    uf, itf = rng.randn(n_users, 2), rng.randn(n_items, 2)
+    r = np.clip(np.round(3 + (uf[u] * itf[i]).sum(1)), 1, 5)
+    df = pd.DataFrame({"u": u + 100, "i": i + 500, "r": r}).drop_duplicates(["u", "i"])
+    return CollabFilterDataset.from_data_frame(tmp_path, df.reset_index(drop=True), "u", "i", "r")
+
+
+def test_masked_mse_ignores_unobserved_entries():
+    t = torch.tensor([[1.0, float("nan")], [float("nan"), 3.0]])
+    p = torch.tensor([[2.0, 100.0], [-50.0, 5.0]], requires_grad=True)
+    loss = masked_mse(p, t)
+    assert loss.item() == pytest.approx((1 + 4) / 2)
+    loss.backward()
+    assert p.grad[0, 1] == 0 and p.grad[1, 0] == 0 and p.grad[0, 0] != 0
+    assert masked_mse(p, torch.full((2, 2), float("nan"))).item() == 0
+
+
+def test_kernel_layer_gates_start_open_and_can_close():
+    torch.manual_seed(0)
+    layer = KernelLayer(4, 3, n_dim=2)
+    assert layer(torch.zeros(5, 4)).shape == (5, 3)
+    assert torch.allclose(layer.kernel(), torch.ones(4, 3), atol=1e-4)
+    with torch.no_grad():
+        layer.u[0] = 2.0  # input 0 far from every output point: its gates are 0
+    assert (layer.kernel()[0] == 0).all() and (layer.kernel()[1:] > 0.99).all()
+
+
+def test_shapes_and_data_rows_are_items(tmp_path):
+    cf = _cf(tmp_path)
+    val = np.arange(0, cf.n, 10)
+    data = autorec_data(cf, val, bs=4, seed=0)
+    assert data.ratings.shape == (cf.n_items, cf.n_users)
+    assert int((~torch.isnan(data.ratings)).sum()) == cf.n - len(val)
+    items, y = next(iter(data.trn_dl))
+    assert items.shape == (4,) and y.shape == (4, cf.n_users)
+    (vi, vy), = list(data.val_dl)
+    assert int((~torch.isnan(vy)).sum()) == len(val)  # one batch: every validation rating
+    model = AutoRec(data.ratings, n_hid=7, n_dim=3, n_layers=2)
+    assert model(items).shape == (4, cf.n_users)
+    assert len(model.layers) == 3 and model.layers[1].W.shape == (7, 7)
+
+
+def test_predictions_map_to_the_right_rows_and_columns(tmp_path):
+    # a hand-made 3 users x 2 items matrix; the model's reconstruction replaced by a known one
+    df = pd.DataFrame({"u": ["a", "b", "c", "a"], "i": ["x", "x", "y", "y"], "r": [1., 2., 3., 4.]})
+    cf = CollabFilterDataset.from_data_frame(tmp_path, df, "u", "i", "r")
+    learn = autorec_learner(cf, [3], bs=2, n_hid=3, seed=0, y_range=(0, 100))
+    table = torch.tensor([[10., 11., 12.], [20., 21., 22.]])  # [item, user] in cf's indices
+    learn.model.reconstruct = lambda items: table[items]
+    ui, ii = cf.user_idxs(["a", "b", "c"]), cf.item_idxs(["x", "y"])
+    got = learn.predict_ratings(["c", "a", "b"], [["x"], ["y"]])
+    want = [[table[ii[0], ui[j]].item() for j in (2, 0, 1)], [table[ii[1], ui[j]].item() for j in (2, 0, 1)]]
+    assert got.shape == (2, 3) and got.tolist() == want
+    assert learn.predict_ratings("b", "y").shape == ()
+
+
+def test_unseen_ids_raise_or_fall_back_to_the_baseline(tmp_path):
+    df = pd.DataFrame({"u": [1, 1, 2, 3], "i": [7, 8, 7, 9], "r": [5., 3., 4., 2.]})
+    cf = CollabFilterDataset.from_data_frame(tmp_path, df, "u", "i", "r")
+    learn = autorec_learner(cf, [3], bs=2, n_hid=3, seed=0)  # user 3 and item 9: validation only
+    with pytest.raises(UnknownIdError, match="fallback=True"):
+        learn.predict_ratings(3, 7)
+    with pytest.raises(UnknownIdError):
+        learn.predict_ratings(1, 12345)
+    m = learn.model
+    mu = 4.0
+    b_i7 = ((5 - mu) + (4 - mu)) / (2 + 10)
+    got = learn.predict_ratings([3, 3, 1], [7, 9, 12345], fallback=True)
+    b_u1 = ((5 - mu - b_i7) + (3 - mu - (3 - mu) / 11)) / (2 + 10)
+    assert got == pytest.approx([mu + b_i7, mu, mu + b_u1], abs=1e-5)
+    assert m.mu.item() == pytest.approx(mu)
+    # validation targets use the same fallback: the item-9 row is the baseline for user 3
+    with torch.no_grad():
+        m.eval()
+        row = m(torch.tensor(cf.item_idxs([9])))[0, cf.user_idxs([3])[0]]
+    assert row.item() == pytest.approx(mu)
+
+
+def test_eval_outputs_are_clamped_to_y_range(tmp_path):
+    cf = _cf(tmp_path)
+    learn = autorec_learner(cf, np.arange(0, cf.n, 10), bs=8, n_hid=5, seed=0)
+    learn.model.reconstruct = lambda items: torch.full((len(items), cf.n_users), 9.0)
+    assert (learn.predict_ratings(cf.idx2user[:3], cf.idx2item[0]) == 5.0).all()
+
+
+def test_a_short_fit_reduces_the_validation_loss_and_is_seeded(tmp_path):
+    cf = _cf(tmp_path)
+    val = np.arange(0, cf.n, 5)
+
+    def run():
+        learn = autorec_learner(cf, val, bs=4, n_hid=20, n_dim=3, seed=1)
+        before = learn.predict_ratings(cf.idx2user[cf.user_col[val]], cf.idx2item[cf.item_col[val]])
+        res = learn.fit(3e-2, 1, cycle_len=15, use_clr_beta=(10, 10, 0.95, 0.85), progress=False)
+        return learn, before, res
+
+    learn, before, res = run()
+    y = cf.ratings[val]
+    assert res[0] < 0.8 * float(np.mean((before - y) ** 2))
+    after = learn.predict_ratings(cf.idx2user[cf.user_col[val]], cf.idx2item[cf.item_col[val]])
+    assert float(np.mean((after - y) ** 2)) == pytest.approx(res[0], rel=1e-4)
+    assert run()[2][0] == res[0]
+
+
+def test_the_penalty_is_the_learners_reg_fn(tmp_path):
+    cf = _cf(tmp_path)
+    learn = autorec_learner(cf, [0], bs=4, n_hid=5, seed=0, lambda_2=3.0, lambda_s=0.5)
+    w2, k2 = learn.model.penalty()
+    loss = torch.tensor(1.0)
+    want = 1.0 + (3.0 * w2.item() + 0.5 * k2.item()) / (cf.n - 1)
+    assert learn.reg_fn(None, (), loss).item() == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match="lambda_2"):
+        autorec_learner(cf, [0], lambda_2=-1)
+    with pytest.raises(ValueError, match="dropout"):
+        autorec_learner(cf, [0], dropout=1.5)
+
+
+def test_resume_from_a_checkpoint_is_bit_identical(tmp_path):
+    cf = _cf(tmp_path)
+    val = np.arange(0, cf.n, 10)
+
+    def run(callbacks, resume=None):
+        torch.manual_seed(0)
+        learn = autorec_learner(cf, val, bs=4, n_hid=8, n_dim=3, dropout=0.2, seed=3)
+        res = learn.fit(3e-3, 1, cycle_len=3, use_clr_beta=(10, 10, 0.95, 0.85),
+                        callbacks=callbacks, resume=resume, progress=False)
+        return result(learn.model, learn.opt, res.recorder, res.history)
+
+    full = run([])
+    ck = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        run([Checkpoint(ck, every_n_iters=3), InterruptAfterBatch(7)])
+    assert_same_run(full, run([Checkpoint(ck, every_n_iters=3)], resume=True))
+    assert math.isfinite(full["history"][-1]["val_loss"])
