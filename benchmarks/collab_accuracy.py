@@ -20,6 +20,18 @@ chosen on a held-out 10% of u1.base, never on u1.test; u1.test is only reported.
 line averages the best configuration's seeds' predictions (an ensemble, for reference only:
 the target is for one model). Data: `--data` (default: the shared folder next to the
 repository, else downloaded).
+
+`ml100k` also reports `autorec` (`minifast.collab.autorec_learner`: I-AutoRec with GLocal-K's
+local-kernel layers, `AUTOREC` below), chosen by `autorec-search` among `AUTOREC_GRID` on the
+same held-out 10% of u1.base (`get_cv_idxs(len(base), val_pct=0.1, seed=42)`), one seed each.
+
+    python benchmarks/collab_accuracy.py autorec-search   # the selection, u1.base only
+    python benchmarks/collab_accuracy.py kfold5           # Surprise's 5 folds: genres, autorec
+
+`kfold5` is Surprise's `KFold(n_splits=5, random_state=0)` protocol on ml-100k's u.data,
+reproduced without Surprise: the rows in file order, shuffled by
+`np.random.RandomState(0).shuffle`, cut into 5 consecutive folds (the first `n % 5` one row
+longer), each fold the test set of a model trained on the other four; mean RMSE over folds.
 """
 
 from __future__ import annotations
@@ -35,11 +47,14 @@ import torch
 
 from minifast.collab import (
     CollabFilterDataset,
+    autorec_learner,
     genre_features,
     load_ml100k_split,
     load_movies,
+    load_ratings,
     movielens_path,
 )
+from minifast.data import get_cv_idxs
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "movielens"
@@ -67,6 +82,64 @@ def lesson(args) -> None:
         print(f"  {name:<62} val MSE {out[key]:.4f}{verdict}")
 
 
+# the autorec configuration, as `autorec-search` chose it (one-cycle, 64 items a batch)
+AUTOREC = {"lr": 3e-3, "epochs": 60, "n_hid": 500, "lambda_2": 20.0, "dropout": 0.0}
+AUTOREC_GRID = [
+    AUTOREC,
+    {**AUTOREC, "lr": 1e-2, "epochs": 40},
+    {**AUTOREC, "epochs": 40, "lambda_2": 5.0},
+    {**AUTOREC, "epochs": 40, "dropout": 0.3},
+]
+
+
+def fit_autorec(cf, val, cfg: dict, seed: int, verbose: bool = False) -> float:
+    """Validation RMSE of one `autorec_learner` run of configuration `cfg`."""
+    learn = autorec_learner(cf, val, 64, n_hid=cfg["n_hid"], lambda_2=cfg["lambda_2"],
+                            dropout=cfg["dropout"], seed=seed)
+    r = learn.fit(cfg["lr"], 1, cycle_len=cfg["epochs"], use_clr_beta=(25, 20, 0.95, 0.85),
+                  verbose=verbose, progress=False)
+    return float(np.sqrt(r[0]))
+
+
+def autorec_search(args) -> None:
+    """Each `AUTOREC_GRID` configuration on a held-out 10% of u1.base (u1.test unused)."""
+    path = _data("ml-100k", args.data)
+    base, _ = load_ml100k_split(path, "u1")
+    cf = CollabFilterDataset.from_data_frame(path, base, "userId", "movieId", "rating")
+    hold = get_cv_idxs(len(base), val_pct=0.1, seed=42)
+    for cfg in AUTOREC_GRID:
+        t = time.perf_counter()
+        r = fit_autorec(cf, hold, cfg, args.seed, args.verbose)
+        print(f"u1.base held-out 10%: autorec {cfg}: RMSE {r:.4f} ({time.perf_counter() - t:.0f}s)")
+
+
+def kfold5(args) -> None:
+    """Surprise's KFold(n_splits=5, random_state=0) on u.data: genres and autorec RMSE per fold."""
+    path = _data("ml-100k", args.data)
+    df = load_ratings(path)
+    n, k = len(df), 5
+    order = np.arange(n)
+    np.random.RandomState(0).shuffle(order)
+    sizes = [n // k + (i < n % k) for i in range(k)]
+    cf = CollabFilterDataset.from_data_frame(path, df, "userId", "movieId", "rating")
+    genres = genre_features(load_movies(path), cf.idx2item)
+    out: dict[str, list[float]] = {"genres": [], "autorec": []}
+    for f, stop in enumerate(np.cumsum(sizes)):
+        val = np.sort(order[stop - sizes[f]:stop])
+        torch.manual_seed(args.seed)
+        learn = cf.get_learner(40, val, 64, y_range=(0, 5.5), seed=args.seed, model="features",
+                               model_kwargs={"item_features": genres}, emb_l2=1.0,
+                               emb_l2_bias=0.1, emb_l2_alpha=0.5)
+        r = learn.fit(3e-3, 1, cycle_len=8, use_clr_beta=(25, 20, 0.95, 0.85), verbose=False)
+        out["genres"].append(float(np.sqrt(r[0])))
+        out["autorec"].append(fit_autorec(cf, val, AUTOREC, args.seed))
+        print(f"ml-100k 5-fold, fold {f}: genres {out['genres'][-1]:.4f}, "
+              f"autorec {out['autorec'][-1]:.4f}", flush=True)
+    for key, v in out.items():
+        print(f"ml-100k 5-fold (Surprise KFold(5, random_state=0)): {key} config: mean "
+              f"{np.mean(v):.4f}, worst {max(v):.4f}")
+
+
 def ml100k(args) -> None:
     """u1.base -> u1.test RMSE: the lesson recipe, the best configuration, an average of seeds."""
     path = _data("ml-100k", args.data)
@@ -75,6 +148,8 @@ def ml100k(args) -> None:
     val = np.arange(len(base), len(df))  # the test rows are the validation set
     cf = CollabFilterDataset.from_data_frame(path, df, "userId", "movieId", "rating")
     verbose = args.verbose
+    if args.only_autorec:
+        return ml100k_autorec(cf, val, args)
 
     def rmse(res) -> float:
         return float(np.sqrt(res[0]))
@@ -109,14 +184,29 @@ def ml100k(args) -> None:
         avg = float(np.sqrt(np.mean((np.mean(preds, 0) - y) ** 2)))
         print(f"ml-100k u1: ensemble of the best config's {len(preds)} seeds (reference only): "
               f"test RMSE {avg:.4f}")
+    if not args.skip_autorec:
+        ml100k_autorec(cf, val, args)
+
+
+def ml100k_autorec(cf, val, args) -> None:
+    """The autorec configuration on u1.test, `--seeds` seeds."""
+    scores = []
+    for s in range(args.seeds):
+        scores.append(fit_autorec(cf, val, AUTOREC, args.seed + s, args.verbose))
+        print(f"ml-100k u1: autorec config, seed {args.seed + s} ({AUTOREC}): test RMSE "
+              f"{scores[-1]:.4f}", flush=True)
+    print(f"ml-100k u1: autorec config, {len(scores)} seeds: mean {np.mean(scores):.4f}, "
+          f"worst {max(scores):.4f}")
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["lesson", "ml100k"])
+    ap.add_argument("what", choices=["lesson", "ml100k", "autorec-search", "kfold5"])
     ap.add_argument("--data", default=None, help="MovieLens folder or name (default: shared copy)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, default=3, help="ml100k: seeds per configuration")
     ap.add_argument("--verbose", action="store_true", help="print every epoch's table")
+    ap.add_argument("--skip-autorec", action="store_true", help="ml100k: leave autorec out")
+    ap.add_argument("--only-autorec", action="store_true", help="ml100k: autorec only")
     a = ap.parse_args()
-    {"lesson": lesson, "ml100k": ml100k}[a.what](a)
+    {"lesson": lesson, "ml100k": ml100k, "autorec-search": autorec_search, "kfold5": kfold5}[a.what](a)
