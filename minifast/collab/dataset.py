@@ -16,15 +16,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_batch_size, positive_int
-from ..data import ColumnarModelData
+from ..data import ColumnarModelData, ModelData
 from ..optim.sparse import sparse_embeddings
 from .ids import lookup_ids, map_ids
+from .interactions import Interactions
 from .learner import CollabFilterLearner
+from .losses import LOSSES
 from .models import MODELS, EmbeddingDot, embedding_l2
+from .ranking_model import ImplicitMF
+from .sampling import NegativeSamplingLoader
 
 __all__ = ["CollabFilterDataset"]
 
@@ -34,10 +37,14 @@ _F32_MAX = float(np.finfo(np.float32).max)
 class _Rows:
     """How to name rows in messages: positions in a frame, or lines of a CSV file."""
 
-    def __init__(self, source: str, header_lines: int | None = None):
+    def __init__(self, source: str, header_lines: int | None = None,
+                 kept: np.ndarray | None = None):
         self.source, self.header_lines = source, header_lines
+        self.kept = kept  # positions of the rows kept (positive_at) in the original rows
 
     def describe(self, positions: np.ndarray, limit: int = 5) -> str:
+        if self.kept is not None:
+            positions = self.kept[np.asarray(positions)]
         shown = [int(p) for p in positions[:limit]]
         more = ", ..." if len(positions) > limit else ""
         if self.header_lines is None:
@@ -115,6 +122,24 @@ def _ratings(col: pd.Series, rows: _Rows) -> np.ndarray:
     return values
 
 
+def _positives(cols: list[pd.Series], rows: _Rows, positive_at) -> tuple[list, _Rows]:
+    """The user and item columns of the rows rated >= `positive_at`, and how to name them."""
+    if isinstance(positive_at, (bool, np.bool_)) or not isinstance(positive_at, (int, float,
+                                                                                  np.number)):
+        raise ValueError(f"positive_at must be a number (ratings >= it become interactions), "
+                         f"got {positive_at!r}")
+    if not np.isfinite(positive_at):
+        raise ValueError(f"positive_at must be finite, got {positive_at!r}")
+    values = _ratings(cols[2], rows)
+    kept = np.flatnonzero(values >= positive_at)
+    if kept.size == 0:
+        raise ValueError(f"no rating in column {cols[2].name!r} of {rows.source} is >= "
+                         f"positive_at={positive_at!r} (the highest is {values.max():g}): there "
+                         f"would be no interactions")
+    return ([c.iloc[kept].reset_index(drop=True) for c in cols],
+            _Rows(rows.source, rows.header_lines, kept))
+
+
 def _to_float(v) -> float:
     if isinstance(v, (bool, np.bool_)):
         return np.nan
@@ -127,17 +152,27 @@ def _to_float(v) -> float:
 class CollabFilterDataset:
     """Ratings of users on items, ids mapped to indices; builds the data, model and learner.
 
+    Implicit feedback: built with `rating_name=None` (no rating column) or `positive_at=t`
+    (only rows rated >= t kept), every row is an *interaction*: `implicit` is True, `ratings`
+    are all 1 and `min_score == max_score == 1`; train it with a ranking loss,
+    `get_learner(..., loss="bpr" | "softmax")` (docs/topn.md).
+
     Attributes (fastai v0.7 names): `path`, `n` (rows), `user_col`/`item_col` (int64 indices
     per row), `ratings` (float32 per row), `users`/`items` (the raw ids, index -> id, as a
     `pd.Index`), `user2idx`/`item2idx` (id -> index dicts), `idx2user`/`idx2item` (numpy
     arrays, index -> id), `n_users`, `n_items`, `min_score`, `max_score`, and the column names
-    `user_name`, `item_name`, `rating_name`.
+    `user_name`, `item_name`, `rating_name` (None without a rating column), `implicit`,
+    `positive_at`.
     """
 
     def __init__(self, path, user_col, item_col, ratings, user_name: Any = "userId",
                  item_name: Any = "movieId", rating_name: Any = "rating", *,
-                 source: str = "the frame", rows: _Rows | None = None):
+                 source: str = "the frame", rows: _Rows | None = None,
+                 positive_at: float | None = None):
         rows = rows or _Rows(source)
+        self.implicit, self.positive_at = ratings is None or positive_at is not None, positive_at
+        if ratings is None:  # interactions only: every row counts once
+            ratings = np.ones(len(user_col), dtype=np.float32)
         user_col, item_col, ratings = (
             pd.Series(c, name=n) if not isinstance(c, pd.Series) else c
             for c, n in ((user_col, user_name), (item_col, item_name), (ratings, rating_name))
@@ -153,7 +188,7 @@ class CollabFilterDataset:
         self.user_col, self.users = map_ids(user_col, "user", rows.describe)
         self.item_col, self.items = map_ids(item_col, "item", rows.describe)
         self.min_score, self.max_score = float(values.min()), float(values.max())
-        if self.min_score == self.max_score:
+        if self.min_score == self.max_score and not self.implicit:
             raise ValueError(
                 f"every rating in column {rating_name!r} of {source} is {self.min_score:g} "
                 f"(min == max): the score range collapses and there is nothing to learn"
@@ -169,17 +204,22 @@ class CollabFilterDataset:
 
     # --- constructors ------------------------------------------------------------------
     @classmethod
-    def from_data_frame(cls, path, df: pd.DataFrame, user_name, item_name, rating_name
-                        ) -> CollabFilterDataset:
-        """From the columns `user_name`, `item_name`, `rating_name` of `df` (fastai v0.7)."""
+    def from_data_frame(cls, path, df: pd.DataFrame, user_name, item_name, rating_name=None,
+                        positive_at: float | None = None) -> CollabFilterDataset:
+        """From the columns `user_name`, `item_name`, `rating_name` of `df` (fastai v0.7).
+
+        Implicit feedback: `rating_name=None` makes every row an interaction; `positive_at=t`
+        keeps the rows rated >= `t` as interactions and drops the others (see the class)."""
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"from_data_frame needs a pandas DataFrame, got {type(df).__name__}")
-        return cls._from_frame(path, df, user_name, item_name, rating_name, _Rows("the frame"))
+        return cls._from_frame(path, df, user_name, item_name, rating_name, _Rows("the frame"),
+                               positive_at)
 
     @classmethod
-    def from_csv(cls, path, csv: str | os.PathLike, user_name, item_name, rating_name,
-                 **read_csv_kwargs) -> CollabFilterDataset:
-        """From the CSV file `path/csv` (fastai v0.7); extra keywords go to `pd.read_csv`."""
+    def from_csv(cls, path, csv: str | os.PathLike, user_name, item_name, rating_name=None,
+                 positive_at: float | None = None, **read_csv_kwargs) -> CollabFilterDataset:
+        """From the CSV file `path/csv` (fastai v0.7); extra keywords go to `pd.read_csv`.
+        `rating_name=None` / `positive_at` as in `from_data_frame`."""
         file = Path(path) / csv
         if not file.is_file():
             raise FileNotFoundError(f"no such ratings file: {file}")
@@ -191,7 +231,7 @@ class CollabFilterDataset:
             raise ValueError(f"{file} could not be parsed as CSV: {e}") from e
         rows = _Rows(file.name, header_lines=0 if read_csv_kwargs.get("header", 0) is None else 1)
         try:
-            return cls._from_frame(path, df, user_name, item_name, rating_name, rows)
+            return cls._from_frame(path, df, user_name, item_name, rating_name, rows, positive_at)
         except ValueError as e:
             hint = _separator_hint(df, file.name, read_csv_kwargs)
             if hint is None:
@@ -199,20 +239,30 @@ class CollabFilterDataset:
             raise ValueError(hint) from e
 
     @classmethod
-    def _from_frame(cls, path, df, user_name, item_name, rating_name, rows: _Rows):
-        names = [user_name, item_name, rating_name]
-        for a, b in ((0, 1), (0, 2), (1, 2)):
+    def _from_frame(cls, path, df, user_name, item_name, rating_name, rows: _Rows,
+                    positive_at: float | None = None):
+        names = [user_name, item_name, rating_name][:2 if rating_name is None else 3]
+        for a, b in ((0, 1), (0, 2), (1, 2))[:1 if rating_name is None else 3]:
             if _same_label(names[a], names[b]):
                 raise ValueError(f"user, item and rating columns must differ, got {names}")
+        if positive_at is not None and rating_name is None:
+            raise ValueError(f"positive_at={positive_at!r} keeps the rows rated >= it: name the "
+                             f"rating column too (rating_name=...)")
         src = rows.source
         cols, errors = [], []
-        for n, role in zip(names, ("user", "item", "rating"), strict=True):
+        for n, role in zip(names, ("user", "item", "rating"), strict=False):
             try:
                 cols.append(_find_column(df, n, role, src))
             except ValueError as e:  # report every bad column at once, not one per run
                 errors.append(str(e))
         if errors:
             raise ValueError("; ".join(errors))
+        if rating_name is None:
+            return cls(path, *cols, None, user_name, item_name, None, source=src, rows=rows)
+        if positive_at is not None:
+            cols, rows = _positives(cols, rows, positive_at)
+            return cls(path, *cols[:2], None, user_name, item_name, rating_name, source=src,
+                       rows=rows, positive_at=float(positive_at))
         return cls(path, *cols, user_name, item_name, rating_name, source=src, rows=rows)
 
     # --- id maps -----------------------------------------------------------------------
@@ -258,6 +308,27 @@ class CollabFilterDataset:
         cats = np.stack([self.user_col, self.item_col], axis=1)
         return ColumnarModelData.from_arrays(self.path, val_idxs, cats, self.ratings, bs, seed=seed)
 
+    def get_sampled_data(self, val_idxs, bs: int = 64, n_neg: int = 1,
+                         neg_sampling: str = "uniform", seed: int | None = None) -> ModelData:
+        """`ModelData` for a ranking loss: the rows split as `get_data(val_idxs, bs, seed)`,
+        each a positive, in `NegativeSamplingLoader`s that add `n_neg` negatives per row.
+
+        Training negatives are never the user's training items; validation negatives (for
+        the validation loss; `fixed`, the same every epoch) never any of the user's items.
+        `neg_sampling="popularity"` draws in proportion to the items' training counts."""
+        base = self.get_data(val_idxs, bs, seed=seed)
+        (tc, tn, _), (vc, vn, _) = base.trn_dl.tensors, base.val_dl.tensors
+        trn_seen = Interactions.from_pairs(tc[:, 0], tc[:, 1], self.n_users, self.n_items)
+        all_seen = Interactions.from_pairs(self.user_col, self.item_col, self.n_users,
+                                           self.n_items)
+        counts = np.bincount(tc[:, 1].numpy(), minlength=self.n_items)
+        common = {"n_neg": n_neg, "neg_sampling": neg_sampling, "item_counts": counts}
+        trn = NegativeSamplingLoader(tc, tn, exclude=trn_seen, batch_size=base.trn_dl.batch_size,
+                                     shuffle=True, seed=base.trn_dl.seed, **common)
+        val = NegativeSamplingLoader(vc, vn, exclude=all_seen, fixed=True, seed=0,
+                                     batch_size=base.val_dl.batch_size, **common)
+        return ModelData(self.path, trn, val)
+
     def get_model(self, n_factors: int, model: str | Callable[..., nn.Module] = "dotbias",
                   y_range: Sequence[float] | None = None, **model_kwargs) -> nn.Module:
         """A model for this data: `model` is `"dotbias"` (`EmbeddingDotBias`, the default, as
@@ -282,10 +353,19 @@ class CollabFilterDataset:
                     y_range: Sequence[float] | None = None, model_kwargs: dict | None = None,
                     seed: int | None = None, sparse: bool = False, emb_l2: float | None = None,
                     emb_l2_bias: float | None = None, emb_l2_alpha: float = 0.0,
+                    loss: str = "mse", n_neg: int = 1, neg_sampling: str = "uniform",
                     **kwargs) -> CollabFilterLearner:
         """A `CollabFilterLearner` with MSE loss on `get_data(val_idxs, bs)` and
         `get_model(n_factors, model, y_range, **model_kwargs)`; `kwargs` go to the Learner
         (e.g. `opt_fn=optim.Adam`, `metrics=[...]`, `fused=False`).
+
+        `loss="bpr"` or `"softmax"` learns to rank from implicit feedback instead: every
+        training row is a positive, and each batch gets `n_neg` sampled negatives per row
+        (`neg_sampling="uniform"` or `"popularity"`; seeded by `seed` and resumable, see
+        `get_sampled_data`), scored by an `ImplicitMF` (`model` must then stay "dotbias", the
+        default, or be a class/callable taking `(n_factors, n_users, n_items,
+        **model_kwargs)` whose forward scores `[bs, 1 + m]` cats as `ImplicitMF`'s). The loss
+        is `bpr_loss` or `sampled_softmax_loss` (with the log-q correction); docs/topn.md.
 
         `sparse=True`: the embeddings produce sparse gradients and each step updates only
         the rows in its batch, with `minifast.LazyAdam` unless `opt_fn` is given (SparseAdam
@@ -302,10 +382,20 @@ class CollabFilterDataset:
             raise ValueError("emb_l2_bias and emb_l2_alpha modify emb_l2: pass emb_l2 too")
         if emb_l2 is not None and kwargs.get("reg_fn") is not None:
             raise ValueError("pass emb_l2 or reg_fn, not both")
-        m = self.get_model(n_factors, model, y_range, **(model_kwargs or {}))
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}: choose one of {sorted(LOSSES)}")
+        if loss == "mse" and self.implicit:
+            raise ValueError("this data set holds interactions, not ratings (built with "
+                             "rating_name=None or positive_at): train it with loss='bpr' or "
+                             "loss='softmax'")
+        if loss == "mse":
+            m = self.get_model(n_factors, model, y_range, **(model_kwargs or {}))
+            data = self.get_data(val_idxs, bs, seed=seed)
+        else:
+            m = self._ranking_model(n_factors, model, y_range, model_kwargs or {})
+            data = self.get_sampled_data(val_idxs, bs, n_neg, neg_sampling, seed=seed)
         if sparse:
             sparse_embeddings(m)
-        data = self.get_data(val_idxs, bs, seed=seed)
         if emb_l2 is not None:
             counts = None
             if emb_l2_alpha:  # rows' training counts: the data's training rows, not val_idxs
@@ -313,8 +403,22 @@ class CollabFilterDataset:
                 counts = (np.bincount(cats[:, 0], minlength=self.n_users),
                           np.bincount(cats[:, 1], minlength=self.n_items))
             kwargs["reg_fn"] = embedding_l2(m, emb_l2, emb_l2_bias, counts, emb_l2_alpha)
-        kwargs.setdefault("crit", F.mse_loss)
-        return CollabFilterLearner(data, m, cf=self, **kwargs)
+        kwargs.setdefault("crit", LOSSES[loss])
+        return CollabFilterLearner(data, m, cf=self, ranking=loss != "mse", **kwargs)
+
+    def _ranking_model(self, n_factors, model, y_range, model_kwargs: dict) -> nn.Module:
+        """The model a ranking loss trains: `ImplicitMF` unless a class/callable is given."""
+        positive_int(n_factors, "n_factors")
+        if y_range is not None:
+            raise ValueError("y_range bounds predicted ratings; a ranking loss trains "
+                             "unbounded scores: leave y_range=None")
+        if model == "dotbias":
+            model = ImplicitMF
+        elif isinstance(model, str) or not callable(model):
+            raise ValueError(f"model={model!r} predicts ratings; with a ranking loss pass the "
+                             f"default or a class/callable scoring [bs, 1 + m] cats like "
+                             f"ImplicitMF")
+        return model(n_factors, self.n_users, self.n_items, **model_kwargs)
 
     def __len__(self) -> int:
         return self.n

@@ -17,12 +17,15 @@ from ..checks import positive_int
 from ..learner import Learner
 from ..runtime.modules import eval_mode, unwrap
 from .ids import UnknownIdError, item_titles
+from .interactions import Interactions
 from .metrics import RankingMetric, ranking_scores
+from .ranking_model import item_scores
 
 __all__ = ["CollabFilterLearner"]
 
 _SHRINK = 10.0
 _CHUNK = 1 << 16
+_CELLS = 1 << 22  # scores recommend holds at once: users per pass = _CELLS // n_items
 
 
 class CollabFilterLearner(Learner):
@@ -32,7 +35,10 @@ class CollabFilterLearner(Learner):
 
     `cf` is the `CollabFilterDataset` the data came from (id maps); `item_names` an optional
     mapping raw item id -> name (e.g. `movie_titles(path)`) used by `recommend` and the
-    interpretation functions. Other keyword arguments go to `Learner`.
+    interpretation functions. `ranking=True` (set by `get_learner(loss="bpr"|"softmax")`)
+    says the model's outputs are ranking scores learnt from implicit feedback, not ratings:
+    the baseline for unseen users is then the items' popularity. Other keyword arguments go
+    to `Learner`.
 
     Unseen ids. An id is *known* when it has at least one training rating: an id that is not
     in the data set at all, or that appears only in validation rows (its embedding was never
@@ -47,18 +53,39 @@ class CollabFilterLearner(Learner):
     the training rows once, when first needed.
     """
 
-    def __init__(self, data, model: torch.nn.Module, cf=None, item_names=None, **kwargs):
+    def __init__(self, data, model: torch.nn.Module, cf=None, item_names=None,
+                 ranking: bool = False, **kwargs):
         kwargs.setdefault("crit", F.mse_loss)
         super().__init__(data, model, **kwargs)
-        self.cf, self.item_names = cf, item_names
+        self.cf, self.item_names, self.ranking = cf, item_names, bool(ranking)
         self._baseline: dict | None = None
+        self._seen: tuple | None = None
         self._bind_metrics(self.metrics)
 
     def _bind_metrics(self, metrics) -> None:
-        """Ranking metrics evaluate on this learner's validation set, whatever they were given."""
+        """Ranking metrics evaluate on this learner's validation set (and, under the
+        "all_items" protocol, with its model and training interactions), whatever they were
+        given."""
         for m in metrics or []:
             if isinstance(m, RankingMetric):
-                m.bind(self.data)
+                if m.protocol == "all_items":
+                    cf = self._need_cf()
+                    m.bind(self.data, model=self.model, n_items=cf.n_items,
+                           seen=self.seen_items())
+                else:
+                    m.bind(self.data)
+
+    def seen_items(self) -> Interactions:
+        """The items each user interacted with in training (the training rows of this
+        learner's data), as `Interactions` (CSR: user index -> sorted item indices): what
+        `recommend(exclude_seen=True)` and the "all_items" ranking metrics exclude."""
+        dl = self.data.trn_dl
+        if self._seen is None or self._seen[0] is not dl:
+            cf = self._need_cf()
+            cats = dl.tensors[0]
+            self._seen = (dl, Interactions.from_pairs(cats[:, 0], cats[:, 1], cf.n_users,
+                                                      cf.n_items))
+        return self._seen[1]
 
     def fit(self, lrs, n_cycle: int, *args, metrics: Sequence | None = None, **kwargs):
         """`Learner.fit`; ranking metrics are (re)bound to this learner's validation set."""
@@ -163,32 +190,73 @@ class CollabFilterLearner(Learner):
 
     def recommend(self, user, n: int = 10, exclude_seen: bool = True, titles=None,
                   fallback: bool = False) -> pd.DataFrame:
-        """The `n` items with the highest predicted rating for raw user id `user`:
-        `item, [title,] score`, best first.
+        """The `n` items with the highest score for raw user id `user`: `item, [title,]
+        score`, best first. For a batch of users (a list or array of raw ids): one DataFrame
+        `user, item, [title,] score`, each user's `n` rows best first, the users in the order
+        given (`df.groupby("user")` splits it).
 
-        Candidates are the items with training ratings; `exclude_seen` drops those the user
-        has already rated (anywhere in the data set). An unseen user raises, or with
-        `fallback` is recommended the items with the highest baseline `mu + b_i`.
+        Candidates are the items with training interactions; `exclude_seen` (the default)
+        drops those the user interacted with in training (`seen_items()`), so items held out
+        for validation stay candidates and a recommendation can be checked against them.
+        Fewer than `n` rows come back for a user with fewer candidates. All items are scored
+        for many users at once (`item_scores`), then the best taken with one `topk`.
+
+        The score is the model's output (the predicted rating, or a ranking score for a
+        ranking learner). An unseen user raises, or with `fallback` gets the baseline: the
+        items' `mu + b_i` (clipped to the score range) for a rating learner, their number of
+        training interactions for a ranking one.
         """
         positive_int(n, "n")
-        cf, st = self._need_cf(), self._train_stats()
-        u = int(self._indices([user], "user", fallback, "item")[0])
-        cand = np.flatnonzero(st["item_known"])
-        in_data = cf.user_idxs([user], missing="ignore")[0]
-        if exclude_seen and in_data >= 0:
-            cand = cand[~np.isin(cand, cf.item_col[cf.user_col == in_data])]
-        if u >= 0:
-            scores = self._scores(np.full(len(cand), u), cand)
-        else:
-            scores = np.clip(st["mu"] + st["b_i"][cand], cf.min_score, cf.max_score)
-        best = np.argsort(-scores, kind="stable")[:n]
-        ids = cf.idx2item[cand[best]]
-        out = {"item": ids}
+        batch = np.ndim(user) > 0
+        users = np.asarray(user if batch else [user]).reshape(-1)
+        u = self._indices(users, "user", fallback, "item")
+        items, scores = self._top_items(u, n, exclude_seen)
+        cf = self._need_cf()
+        valid = np.isfinite(scores)
+        ids = cf.idx2item[items[valid]]
+        out = {"user": np.repeat(users, valid.sum(1))} if batch else {}
+        out["item"] = ids
         names = item_titles(self, titles, ids)
         if names is not None:
             out["title"] = names
-        out["score"] = scores[best].astype(np.float32)
+        out["score"] = scores[valid].astype(np.float32)
         return pd.DataFrame(out)
+
+    def _top_items(self, u: np.ndarray, n: int, exclude_seen: bool
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """`(items [len(u), k], scores [len(u), k])`, k = min(n, n_items), best first, for
+        user indices `u` (-1: unseen, the baseline); `-inf` where no candidate is left."""
+        cf, st = self._need_cf(), self._train_stats()
+        n_items = cf.n_items
+        k, per = min(n, n_items), max(1, _CELLS // n_items)
+        dev = next(self.model.parameters()).device
+        no_cand = torch.from_numpy(~st["item_known"]).to(dev)
+        base = self._baseline_scores().to(dev)
+        seen = self.seen_items() if exclude_seen else None
+        items, scores = [], []
+        with eval_mode(self.model) as model:
+            for s in range(0, len(u), per):
+                uc = u[s:s + per]
+                known = torch.from_numpy(uc >= 0).to(dev)
+                sc = base.expand(len(uc), -1).clone()
+                if known.any():
+                    sc[known] = item_scores(model, uc[uc >= 0], n_items)
+                drop = no_cand.expand(len(uc), -1)
+                if seen is not None:
+                    drop = drop | seen.mask(np.maximum(uc, 0), dev) & known[:, None]
+                top = sc.masked_fill(drop, float("-inf")).topk(k, dim=1)
+                items.append(top.indices.cpu().numpy())
+                scores.append(top.values.cpu().numpy())
+        return np.concatenate(items), np.concatenate(scores)
+
+    def _baseline_scores(self) -> torch.Tensor:
+        """Scores of every item for a user without training interactions (see `recommend`)."""
+        cf, st = self._need_cf(), self._train_stats()
+        if self.ranking:
+            return torch.from_numpy(np.bincount(self.seen_items().indices,
+                                                minlength=cf.n_items).astype(np.float32))
+        return torch.from_numpy(np.clip(st["mu"] + st["b_i"], cf.min_score,
+                                        cf.max_score).astype(np.float32))
 
     def ranking_scores(self, k: int = 10, threshold: float = 4.0) -> dict[str, float]:
         """precision@k, recall@k and NDCG@k of the current model on the validation set."""
