@@ -33,6 +33,7 @@ from .core.loop import predict
 from .core.order import loader_rng_state, set_loader_rng_state
 from .core.snapshot import TrainingSnapshot
 from .data import ModelData, peek_batch
+from .export import export_model
 from .optim.groups import ParamGroups, layer_groups, set_trainable
 from .optim.hypers import get_moms, load_opt_state, set_lrs, set_moms
 from .optim.sparse import LazyAdam, check_sparse_optimizer, has_sparse_embeddings
@@ -433,6 +434,13 @@ class Learner:
         if with_opt and opt_sd is not None:
             load_opt_state(self.opt, opt_sd)
         return path
+
+    def export(self, path) -> Path:
+        """Write the model for serving to the file `path`: `minifast.load_learner(path)`
+        predicts as `predict_array` does, with no data or model code (`minifast.export`)."""
+        x = sample_batch(self.data)[: self._n_inputs()]
+        info = {"model": type(unwrap(self.model)).__name__}
+        return export_model(self.model, x, path, info) if is_main_process() else Path(path)
 
     def __repr__(self) -> str:
         return (f"Learner(model={type(unwrap(self.model)).__name__}, "

@@ -11,12 +11,13 @@ import shutil
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_save", "temp_name_pattern", "safe_load", "load_model_state", "check_opt_state",
+__all__ = ["atomic_save", "atomic_write", "temp_name_pattern", "safe_load", "load_model_state", "check_opt_state",
            "strip_ddp_prefix", "CheckpointError"]
 
 
@@ -29,7 +30,7 @@ SEALED = "minifast.sealed"
 
 
 def temp_name_pattern(name: str) -> str:
-    """The glob pattern of the temp files `atomic_save` writes on the way to file `name`."""
+    """The glob pattern of the temp files `atomic_save`/`atomic_write` write on the way to file `name`."""
     return f".{name}.*.tmp"
 
 
@@ -43,21 +44,29 @@ def _seal(obj: Any) -> dict:
 
 
 def atomic_save(obj: Any, path: str | os.PathLike, sealed: bool = False) -> Path:
-    """`torch.save` to a temp file beside `path`, fsync, then rename over `path`.
+    """`torch.save` to a temp file beside `path`, fsync, then rename over `path`
+    (`atomic_write`).
 
     A crash mid-write leaves the previous file intact: readers see the old file or the new
     one, never half of one. `sealed` stores a checksum of the content with it, which
     `safe_load` verifies (a damaged file is refused, not loaded). A full disk raises an
     `OSError` (errno ENOSPC) naming the file and the free space, however torch reported it.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if sealed:
         obj = _seal(obj)
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Call `write(f)` on a temp file beside `path`, fsync, then rename it over `path`: any
+    writer (`torch.save`, `torch.export.save`, ...) gets `atomic_save`'s guarantees (the old
+    file intact on a crash, a clear ENOSPC error). Returns `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
