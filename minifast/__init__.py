@@ -47,7 +47,7 @@ from .data import (
     get_cv_idxs,
     split_by_idx,
 )
-from .export import ExportedLearner, export_model, load_learner
+from .export import ExportedLearner, export_model, read_export
 from .learner import Learner, default_crit
 from .metrics import accuracy, f1, fbeta, mae, r2, rmse
 from .optim import (
@@ -84,6 +84,7 @@ from .runtime import (
     unwrap,
 )
 from .saving import CheckpointError, atomic_save, safe_load
+from .serving import load_learner
 from .training import FitResult, fit
 
 __version__ = "0.1.0"
@@ -96,7 +97,7 @@ __all__ = [
     "validate", "get_lrs", "get_moms", "set_lrs", "set_moms", "set_wds", "load_opt_state", "CheckpointError",
     "Checkpoint", "find_checkpoints", "load_checkpoint", "restore_checkpoint",
     "atomic_save", "safe_load", "FitState", "NonFiniteLossError", "Stepper",
-    "Learner", "default_crit", "ExportedLearner", "export_model", "load_learner", "plot_loss", "plot_lr", "plot_lr_find", "CircularLR",
+    "Learner", "default_crit", "ExportedLearner", "export_model", "read_export", "load_learner", "plot_loss", "plot_lr", "plot_lr_find", "CircularLR",
     "CircularLR_beta", "ConstantLR", "CosAnneal", "LR_Finder", "LR_Updater", "OneCycle",
     "lr_suggestion", "sum_geom", "Logger", "MemoryLogger", "TensorBoardLogger",
     "distributed_session", "init_distributed", "destroy_distributed", "is_main_process", "unwrap",

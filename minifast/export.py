@@ -4,11 +4,11 @@ model's source code or any unpickling.
 `export_model` traces the model's `forward` with `torch.export` (the batch dimension left
 dynamic, everything else fixed by an example batch) and writes the program with a JSON header
 (format, version, each input's dtype and per-row shape, and the caller's `info`) into one file,
-atomically. `load_learner` reads it back as an `ExportedLearner`, whose `predict` takes arrays
+atomically. `read_export` reads it back as an `ExportedLearner`, whose `predict` takes arrays
 as `Learner.predict_array` does and gives the same numbers. `torch.export.load` rebuilds the
 program from its serialised graph and tensors; it never unpickles Python objects.
 
-`Learner.export(path)` is the usual way in.
+`Learner.export(path)` is the usual way in, `minifast.load_learner(path)` the way out.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from torch import nn
 from .runtime.modules import eval_mode, unwrap
 from .saving import CheckpointError, atomic_write
 
-__all__ = ["EXPORT_FORMAT", "ExportedLearner", "export_model", "load_learner"]
+__all__ = ["EXPORT_FORMAT", "ExportedLearner", "export_model", "read_export"]
 
 #: The `format` field of an export file's header (the JSON stored beside the program).
 EXPORT_FORMAT = "minifast.export"
@@ -76,7 +76,7 @@ def export_model(model: nn.Module, example_inputs: Sequence[torch.Tensor], path:
 
 @define
 class ExportedLearner:
-    """A model loaded from an export file (`load_learner`): `predict` like the learner's
+    """A model loaded from an export file (`minifast.load_learner`, `read_export`): `predict` like the learner's
     `predict_array`, with no training data and no model class needed. `info` is what the
     exporter stored (e.g. `Learner.export` stores the model's class name)."""
 
@@ -110,16 +110,17 @@ class ExportedLearner:
         return x
 
 
-def load_learner(path: str | os.PathLike) -> ExportedLearner:
-    """Load an export file written by `Learner.export`/`export_model`: an `ExportedLearner`
-    that predicts the same numbers. A missing file, or one that is not an export file, raises
-    a clear error."""
+def read_export(path: str | os.PathLike) -> ExportedLearner:
+    """Read an export file written by `Learner.export`/`export_model` as an `ExportedLearner`
+    that predicts the same numbers (`minifast.load_learner` wraps it for the applications).
+    A missing file, or one that is not an export file, raises a clear error."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"load_learner: no export file {path}")
     extra = {_HEADER: ""}
     try:
-        program = torch.export.load(path, extra_files=extra)
+        with open(path, "rb") as f:  # a file object: torch reads its archive without guessing
+            program = torch.export.load(f, extra_files=extra)
         header = json.loads(extra[_HEADER])
     except Exception as e:  # a zip of something else, truncated, or no header
         raise CheckpointError(f"load_learner: {path} is not a minifast export file (write one "

@@ -7,6 +7,7 @@ Predictions and recommendations by raw id, with a baseline for ids never seen in
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,10 +17,12 @@ import torch.nn.functional as F
 from ..checks import positive_int
 from ..learner import Learner
 from ..runtime.modules import eval_mode, unwrap
+from ..runtime.ranks import is_main_process
 from .ids import UnknownIdError, item_titles
 from .interactions import Interactions
 from .metrics import RankingMetric, ranking_scores
 from .ranking_model import item_scores
+from .recommender import export_recommender
 
 __all__ = ["CollabFilterLearner"]
 
@@ -262,6 +265,19 @@ class CollabFilterLearner(Learner):
         """precision@k, recall@k and NDCG@k of the current model on the validation set."""
         cats, *_, y = self.data.val_dl.tensors
         return ranking_scores(cats[:, 0], self.predict(), y, k, threshold)
+
+    def export(self, path) -> Path:
+        """Write this learner for serving to the file `path`: `minifast.load_learner(path)`
+        then gives an `ExportedRecommender` whose `recommend` and `predict_ratings` by raw id
+        match this learner's, with no ratings and no model code (`minifast.collab.recommender`)."""
+        cf, st = self._need_cf(), self._train_stats()
+        if not is_main_process():
+            return Path(path)
+        return export_recommender(
+            unwrap(self.model), path, users=cf.idx2user, items=cf.idx2item,
+            seen=self.seen_items(), user_known=st["user_known"], item_known=st["item_known"],
+            baseline=self._baseline_scores().numpy(), titles=item_titles(self, None, cf.idx2item),
+            ranking=self.ranking)
 
     def __repr__(self) -> str:
         cf = "" if self.cf is None else f", n_users={self.cf.n_users}, n_items={self.cf.n_items}"
