@@ -16,6 +16,7 @@ from .autorec import (
 from .dataset import CollabFilterDataset
 from .download import ChecksumError, download_movielens, movielens_cache_dir, safe_extract
 from .ids import UnknownIdError
+from .interactions import Interactions
 from .interpret import (
     FactorPCA,
     factor_pca,
@@ -26,7 +27,17 @@ from .interpret import (
     plot_pred_vs_actual,
 )
 from .learner import CollabFilterLearner
-from .metrics import RankingMetric, ndcg_at_k, precision_at_k, ranking_scores, recall_at_k, rmse
+from .losses import bpr_loss, sampled_softmax_loss
+from .metrics import (
+    RankingMetric,
+    map_at_k,
+    ndcg_at_k,
+    precision_at_k,
+    ranking_scores,
+    recall_at_k,
+    rmse,
+    topn_scores,
+)
 from .models import (
     EmbeddingDot,
     EmbeddingDotBias,
@@ -43,6 +54,8 @@ from .movielens import (
     movie_titles,
     movielens_path,
 )
+from .ranking_model import ImplicitMF, item_scores
+from .sampling import NegativeSamplingLoader
 from .synthetic import synthetic_ratings
 
 __all__ = [
@@ -58,4 +71,6 @@ __all__ = [
     "synthetic_ratings",
     "AutoRec", "AutoRecData", "AutoRecLearner", "KernelLayer", "autorec_data", "autorec_learner",
     "masked_mse",
+    "Interactions", "NegativeSamplingLoader", "bpr_loss", "sampled_softmax_loss",
+    "ImplicitMF", "item_scores", "map_at_k", "topn_scores",
 ]
