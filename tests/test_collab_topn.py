@@ -99,6 +99,15 @@ def small_problem():
     return cats, ex
 
 
+def test_batches_carry_the_log_of_each_items_sampling_probability():
+    cf = dataset(n_users=15, n_items=8, density=0.5)
+    md = cf.get_sampled_data(val_idxs(cf.n), bs=8, n_neg=3, neg_sampling="popularity", seed=0)
+    counts = np.bincount(md.trn_dl.tensors[0][:, 1].numpy(), minlength=cf.n_items)
+    q = counts / counts.sum()
+    for cats, _, log_q in md.trn_dl:
+        np.testing.assert_allclose(log_q.numpy(), np.log(q[cats[:, 1:].numpy()]), rtol=1e-6)
+
+
 def test_negatives_are_seeded():
     cats, ex = small_problem()
     a, b, c = (epoch_negatives(loader(cats, ex, seed=s)) for s in (5, 5, 6))
@@ -303,6 +312,15 @@ def test_recommend_for_a_batch_equals_one_user_at_a_time():
         part = batch[batch.user == u].drop(columns="user").reset_index(drop=True)
         pd.testing.assert_frame_equal(part, one)
         assert list(one.score) == sorted(one.score, reverse=True)
+
+
+def test_recommend_for_an_unseen_user_with_fallback_gives_the_most_popular_items():
+    cf, learn = trained_ranker()
+    counts = np.bincount(learn.data.trn_dl.tensors[0][:, 1].numpy(), minlength=cf.n_items)
+    rec = learn.recommend("nobody", n=3, fallback=True)
+    np.testing.assert_array_equal(rec.score, np.sort(counts)[::-1][:3])
+    with pytest.raises(Exception, match="nobody"):
+        learn.recommend("nobody", n=3)
 
 
 # --------------------------------------------------------------------- all-items metrics
