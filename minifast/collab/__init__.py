@@ -55,6 +55,7 @@ from .movielens import (
     movielens_path,
 )
 from .ranking_model import ImplicitMF, item_scores
+from .recommender import ExportedRecommender, export_recommender
 from .sampling import NegativeSamplingLoader
 from .synthetic import synthetic_ratings
 
@@ -73,4 +74,5 @@ __all__ = [
     "masked_mse",
     "Interactions", "NegativeSamplingLoader", "bpr_loss", "sampled_softmax_loss",
     "ImplicitMF", "item_scores", "map_at_k", "topn_scores",
+    "ExportedRecommender", "export_recommender",
 ]
