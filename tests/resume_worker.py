@@ -155,6 +155,22 @@ class InterruptAfterBatch(Callback):
             raise KeyboardInterrupt
 
 
+def assert_resumes_exactly(run, ckpt_dir: Path, every_n_iters: int, stop_after: int) -> dict:
+    """`run(callbacks, resume=None) -> result(...)` three times: uninterrupted; with a
+    Checkpoint every `every_n_iters` into `ckpt_dir` and Ctrl-C after batch `stop_after`; then
+    resumed from there. The resumed run must equal the uninterrupted one bit for bit (its
+    result is returned)."""
+    full = run([])
+    try:
+        run([Checkpoint(ckpt_dir, every_n_iters=every_n_iters), InterruptAfterBatch(stop_after)])
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError(f"the run was not interrupted after batch {stop_after}")
+    assert_same_run(full, run([Checkpoint(ckpt_dir, every_n_iters=every_n_iters)], resume=True))
+    return full
+
+
 class HangMidStep(Callback):
     """Writes `ready` after the checkpoint at iteration `ready_at`, then hangs inside the step
     of batch `hang_at` (after backward, before opt.step) until the process is killed."""

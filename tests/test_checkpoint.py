@@ -17,6 +17,7 @@ from resume_worker import (
     N_BATCHES,
     N_EPOCHS,
     InterruptAfterBatch,
+    assert_resumes_exactly,
     assert_same_run,
     build,
     result,
@@ -123,11 +124,7 @@ def test_learner_fit_resumes_exactly(tmp_path, clr):
                         progress=False)
         return result(learn.model, learn.opt, res.recorder, res.history)
 
-    full = run([])
-    ck = tmp_path / "ckpt"
-    with pytest.raises(KeyboardInterrupt):
-        run([Checkpoint(ck, every_n_iters=5), InterruptAfterBatch(23)])
-    assert_same_run(full, run([Checkpoint(ck, every_n_iters=5)], resume=True))
+    assert_resumes_exactly(run, tmp_path / "ckpt", 5, 23)
 
 
 def test_early_stopping_and_csv_log_continue_across_a_resume(tmp_path):

@@ -7,9 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from resume_worker import InterruptAfterBatch, assert_same_run, result
+from resume_worker import assert_resumes_exactly, result
 
-from minifast import Checkpoint
 from minifast.collab import (
     AutoRec,
     CollabFilterDataset,
@@ -153,9 +152,5 @@ def test_resume_from_a_checkpoint_is_bit_identical(tmp_path):
                         callbacks=callbacks, resume=resume, progress=False)
         return result(learn.model, learn.opt, res.recorder, res.history)
 
-    full = run([])
-    ck = tmp_path / "ckpt"
-    with pytest.raises(KeyboardInterrupt):
-        run([Checkpoint(ck, every_n_iters=3), InterruptAfterBatch(7)])
-    assert_same_run(full, run([Checkpoint(ck, every_n_iters=3)], resume=True))
+    full = assert_resumes_exactly(run, tmp_path / "ckpt", 3, 7)
     assert math.isfinite(full["history"][-1]["val_loss"])

@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from resume_worker import InterruptAfterBatch, assert_same_run, result
+from resume_worker import assert_resumes_exactly, result
 
-from minifast import Checkpoint
 from minifast.collab import (
     CollabFilterDataset,
     ImplicitMF,
@@ -206,11 +205,7 @@ def test_bpr_learner_resumes_bit_identically(tmp_path, neg_sampling):
     n_batches = len(cf.get_sampled_data(vi, bs=16, seed=1).trn_dl)
     assert n_batches >= 8
     at = n_batches + n_batches // 2 + 1  # mid epoch 2, past a checkpoint inside it
-    full = run([])
-    ck = tmp_path / "ckpt"
-    with pytest.raises(KeyboardInterrupt):
-        run([Checkpoint(ck, every_n_iters=3), InterruptAfterBatch(at)])
-    assert_same_run(full, run([Checkpoint(ck, every_n_iters=3)], resume=True))
+    assert_resumes_exactly(run, tmp_path / "ckpt", 3, at)
 
 
 # --------------------------------------------------------------------- losses

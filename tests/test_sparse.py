@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from resume_worker import InterruptAfterBatch, assert_same_run, result
+from resume_worker import assert_resumes_exactly, result
 from torch import nn
 
 import minifast as mf
@@ -158,11 +158,7 @@ def test_sparse_learner_resumes_bit_identically(tmp_path):
             st["step"] = torch.tensor(st["step"])
         return out
 
-    full = run([])
-    ck = tmp_path / "ckpt"
-    with pytest.raises(KeyboardInterrupt):
-        run([mf.Checkpoint(ck, every_n_iters=5), InterruptAfterBatch(23)])
-    assert_same_run(full, run([mf.Checkpoint(ck, every_n_iters=5)], resume=True))
+    assert_resumes_exactly(run, tmp_path / "ckpt", 5, 23)
 
 
 def test_plain_ops_fallback_and_fused_choice(monkeypatch):
