@@ -104,9 +104,10 @@ class ExportedLearner:
         spec = self.inputs[i]
         dtype = getattr(torch, spec["dtype"])
         x = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a).to("cpu", dtype)
-        if list(x.shape[1:]) != spec["shape"] or x.ndim == 0:
-            raise ValueError(f"predict: input {i} must have shape [n, {', '.join(map(str, spec['shape']))}]"
-                             .replace(", ]", "]") + f" (rows first), got {tuple(x.shape)}")
+        if x.ndim == 0 or list(x.shape[1:]) != spec["shape"]:
+            want = ", ".join(["n", *map(str, spec["shape"])])
+            raise ValueError(f"predict: input {i} must have shape [{want}] (rows first), got "
+                             f"{tuple(x.shape)}")
         return x
 
 
