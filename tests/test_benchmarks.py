@@ -17,7 +17,7 @@ def bench(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     yield
     torch.set_num_threads(threads)
-    for name in ("collab_speed", "page_faults", "problem", "scale_25m"):
+    for name in ("collab_speed", "page_faults", "problem", "scale_25m", "topn"):
         sys.modules.pop(name, None)
 
 
@@ -63,3 +63,49 @@ def test_scale_25m_small_reports_every_mode(bench, capsys):
     assert "surprise SVD" in out  # its row, or "not installed"
     with pytest.raises(SystemExit):
         scale_25m.main(["--scale", "huge"])
+
+
+def test_topn_compares_every_system_on_one_split(bench, capsys):
+    import topn
+
+    code = topn.main(["--data", "no-such-data", "--seeds", "2", "--no-anchors"])
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == ["popularity", "minifast softmax"]
+    pop, mine = ([float(c) for c in r.split("|")[2:7]] for r in rows[1:])
+    assert pop[0] == pop[1]  # one deterministic run: mean == worst
+    assert 0 < mine[1] <= mine[0] <= 1 and 0 < mine[3] <= mine[2] <= 1
+    assert ("target met" in out) == (code == 0) and "no-such-data:" in out
+
+
+def test_topn_anchors_score_through_the_same_metric(bench, capsys):
+    pytest.importorskip("implicit")
+    import topn
+
+    topn.main(["--data", "no-such-data", "--seeds", "1"])
+    out = capsys.readouterr().out
+    labels = [line.split("|")[1].strip() for line in out.splitlines() if line.startswith("| ")]
+    assert {"implicit ALS (issue's setting)", "implicit BPR (tuned)"} <= set(labels)
+
+
+def test_topn_search_never_sees_the_validation_rows(bench, capsys, monkeypatch):
+    import topn
+
+    seen_splits = []
+    real = topn.Split
+
+    def spy(cf, val):
+        sp = real(cf, val)
+        seen_splits.append(sp)
+        return sp
+
+    monkeypatch.setattr(topn, "Split", spy)
+    monkeypatch.setattr(topn, "MINIFAST_GRID", [dict(topn.RECIPES["ml100k"], epochs=1),
+                                                dict(topn.RECIPES["ml100k"], epochs=2)])
+    assert topn.main(["search", "--data", "no-such-data", "--no-anchors"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\nndcg ") == 2 and "best minifast: ndcg" in out
+    outer, inner = seen_splits
+    # the search trains and scores on the outer training rows only
+    assert inner.cf.n == len(outer.trn)
+    assert inner.seen.indices.size + inner.heldout.indices.size == len(outer.trn)
