@@ -8,7 +8,7 @@ here too.
 
 A ```text block holding `--8<-- "docs/snippets/NAME.txt"` shows the output of the python block
 just before it; this test checks the file against a fresh run (numbers to 1 %, times ignored).
-After a deliberate change, regenerate them: `python tests/test_docs.py --update`.
+After a deliberate change, regenerate them: `python tests/test_docs.py --update [PAGE.md]`.
 
 Files under `docs/snippets/runs/` are different: the saved output of a longer run (real data,
 minutes of training) made by a command that the page states next to them, e.g.
@@ -188,12 +188,13 @@ def test_mkdocs_build_strict(tmp_path):
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] != ["--update"]:
-        sys.exit("usage: python tests/test_docs.py --update   (rewrites docs/snippets/*.txt)")
+    if sys.argv[1:2] != ["--update"] or not set(sys.argv[2:]) <= set(PAGES):
+        sys.exit("usage: python tests/test_docs.py --update [PAGE.md ...]   (rewrites "
+                 "docs/snippets/*.txt of those pages, default all)")
     os.environ.setdefault("MPLBACKEND", "Agg")
     import torch
 
-    for page in PAGES:
+    for page in sys.argv[2:] or PAGES:
         torch.manual_seed(0)
         for inc, text in run_page(page).items():
             (ROOT / inc).parent.mkdir(parents=True, exist_ok=True)
