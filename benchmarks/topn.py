@@ -57,10 +57,10 @@ K = 10
 
 #: minifast's recipe per data set, as `search` chose it (see docs/topn.md for its table).
 RECIPES = {
-    "ml100k": {"loss": "softmax", "n_factors": 128, "n_neg": 64, "emb_l2": 0.01, "lr": 1e-2,
-               "epochs": 6, "bs": 256},
-    "mls": {"loss": "softmax", "n_factors": 128, "n_neg": 64, "emb_l2": 0.01, "lr": 1e-2,
-            "epochs": 6, "bs": 256},
+    "ml100k": {"loss": "softmax", "n_factors": 128, "n_neg": 64, "emb_l2": 0.03, "lr": 3e-3,
+               "epochs": 8, "bs": 256},
+    "mls": {"loss": "softmax", "n_factors": 64, "n_neg": 256, "emb_l2": 0.1, "lr": 1e-2,
+            "epochs": 8, "bs": 256},
 }
 #: The candidates `search` tries for minifast.
 MINIFAST_GRID = (
@@ -71,6 +71,13 @@ MINIFAST_GRID = (
     + [{"loss": "bpr", "n_factors": f, "n_neg": 1, "emb_l2": l2, "lr": lr, "epochs": 8,
         "bs": 256}
        for f, l2, lr in itertools.product((64, 128), (0.003, 0.01, 0.03), (1e-2, 3e-2))]
+    # the second round, around the first round's best on ml-latest-small (at its edge)
+    + [{"loss": "softmax", "n_factors": f, "n_neg": m, "emb_l2": l2, "lr": 1e-2, "epochs": ep,
+        "bs": 256, "neg_sampling": ns}
+       for f, m, l2, ep, ns in [(64, 64, 0.1, 4, "uniform"), (64, 64, 0.3, 4, "uniform"),
+                                (64, 64, 0.1, 8, "uniform"), (64, 256, 0.03, 4, "uniform"),
+                                (64, 256, 0.1, 8, "uniform"), (64, 256, 0.03, 4, "popularity"),
+                                (128, 256, 0.1, 8, "popularity")]]
 )
 #: The anchors' settings: as given in the issue / by default, and tuned by `search`.
 ANCHORS = {
@@ -78,17 +85,17 @@ ANCHORS = {
     "bpr": {},
 }
 TUNED = {
-    "ml100k": {"als": {"factors": 64, "regularization": 0.05, "alpha": 1.0, "iterations": 15},
-               "bpr": {"factors": 100, "learning_rate": 0.01, "regularization": 0.01,
+    "ml100k": {"als": {"factors": 64, "regularization": 20.0, "alpha": 2.0, "iterations": 15},
+               "bpr": {"factors": 128, "learning_rate": 0.01, "regularization": 0.01,
                        "iterations": 100}},
-    "mls": {"als": {"factors": 64, "regularization": 0.05, "alpha": 1.0, "iterations": 15},
-            "bpr": {"factors": 100, "learning_rate": 0.01, "regularization": 0.01,
+    "mls": {"als": {"factors": 128, "regularization": 100.0, "alpha": 20.0, "iterations": 15},
+            "bpr": {"factors": 64, "learning_rate": 0.01, "regularization": 0.01,
                     "iterations": 100}},
 }
 ANCHOR_GRID = {
     "als": [{"factors": f, "regularization": r, "alpha": a, "iterations": 15}
-            for f, r, a in itertools.product((32, 64, 128), (0.05, 0.5, 5.0, 20.0),
-                                             (1.0, 5.0, 20.0))],
+            for f, r, a in itertools.product((16, 32, 64, 128), (0.05, 0.5, 5.0, 20.0, 50.0, 100.0),
+                                             (1.0, 2.0, 5.0, 20.0))],
     "bpr": [{"factors": f, "learning_rate": lr, "regularization": r, "iterations": it}
             for f, lr, r, it in itertools.product((64, 128), (0.01, 0.05), (0.001, 0.01),
                                                   (100, 300))],
@@ -162,6 +169,7 @@ def minifast_fit(recipe: dict) -> Callable[[Split, int], Callable]:
         r = dict(recipe)
         learn = sp.cf.get_learner(r["n_factors"], sp.val, r["bs"], loss=r["loss"],
                                   n_neg=r["n_neg"], emb_l2=r["emb_l2"], seed=seed,
+                                  neg_sampling=r.get("neg_sampling", "uniform"),
                                   opt_fn=torch.optim.Adam)
         learn.fit(r["lr"], 1, cycle_len=r["epochs"], progress=False, verbose=False)
         model = learn.model.eval()
