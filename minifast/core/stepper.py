@@ -13,7 +13,16 @@ from ..runtime.modules import eval_mode, model_device, unwrap
 from ..runtime.precision import autocast_args, grad_scaler_for
 from .events import CallbackHandler
 
-__all__ = ["Stepper", "NonFiniteLossError", "check_output_shape"]
+__all__ = ["Stepper", "ClosureStepper", "NonFiniteLossError", "check_output_shape",
+           "needs_closure"]
+
+
+def needs_closure(opt) -> bool:
+    """Whether `opt.step` must be given a closure that re-evaluates the loss (and so runs the
+    forward and backward passes itself, as often as it likes): `torch.optim.LBFGS`, or any
+    optimiser whose class or instance sets `step_needs_closure = True` (False opts out)."""
+    flag = getattr(opt, "step_needs_closure", None)
+    return isinstance(opt, torch.optim.LBFGS) if flag is None else bool(flag)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -73,7 +82,15 @@ class Stepper:
     BatchNorm sees micro-batches), but activations take the memory of one micro-batch. The
     loader's batch is the optimiser's batch, so schedules, the recorder and checkpoints count
     optimiser steps. `on_backward_begin` fires once per micro-batch.
+
+    `Stepper(model, opt, ...)` with an optimiser that `needs_closure` (L-BFGS) builds a
+    `ClosureStepper`, so ordinary optimisers keep this class's step as it is.
     """
+
+    def __new__(cls, model=None, opt=None, *args, **kwargs):
+        if cls is Stepper and opt is not None and needs_closure(opt):
+            cls = ClosureStepper
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -293,3 +310,94 @@ class Stepper:
         if self.scaler is not None and sd.get("scaler"):
             self.scaler.load_state_dict(sd["scaler"])
         self.skipped_steps = int(sd.get("skipped_steps", 0))
+
+
+class ClosureStepper(Stepper):
+    """The step for an optimiser that re-evaluates the loss itself (`needs_closure`, e.g.
+    `torch.optim.LBFGS`): `opt.step(closure)`, where the closure zeroes the gradients, runs
+    the forward pass, the loss and `reg_fn`, and backward, and returns the total loss.
+
+    Events: `on_step_begin` fires once, before `opt.step`; then each loss evaluation (one
+    L-BFGS step evaluates several times, in its iterations and line search) fires
+    `on_backward_begin` (the loss of those weights, before backward; a callback may replace
+    `state.loss_tensor`) and `on_backward_end` (its gradients, which the optimiser then
+    uses); `on_step_end` fires once, after the step. The raw loss the loop records is the
+    first evaluation's: the loss of the weights the step started from, as for other
+    optimisers.
+
+    A non-finite total loss (with `stop_on_nan`) or, with `check_grads`, non-finite
+    gradients in any evaluation raise `NonFiniteLossError` and put the weights back to
+    where the step started. Gradient clipping, `accumulate` > 1, float16's gradient scaler
+    and decoupled weight decay (`use_wd_sched`) are refused: they would change gradients or
+    weights between the optimiser's evaluations behind its back (put a penalty into the
+    loss with `reg_fn` instead).
+    """
+
+    def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer, crit: Callable,
+                 clip: float = 0.0, *args, **kwargs):
+        super().__init__(model, opt, crit, clip, *args, **kwargs)
+        name = type(opt).__name__
+        if self.clip:
+            raise ValueError(f"clip={self.clip}: gradient clipping does not work with {name}, "
+                             f"whose line search needs the true gradients; pass clip=None")
+        if self.accumulate != 1:
+            raise ValueError(f"accumulate={self.accumulate}: {name} evaluates the loss itself; "
+                             f"give it whole batches (accumulate=1)")
+        if self.scaler is not None:
+            raise ValueError(f"precision={self.precision!r} scales the loss, which {name} "
+                             f"cannot take; use precision=None or 'bf16'")
+        if any(g.get("decoupled_wd") for g in opt.param_groups):
+            raise ValueError(f"decoupled weight decay (use_wd_sched) changes the weights "
+                             f"between {name}'s evaluations; put the penalty into the loss "
+                             f"(reg_fn) instead")
+
+    def step(self, xs, y, epoch: int | None = None) -> float:
+        """Train on one batch with `opt.step(closure)`; return the raw loss (before `reg_fn`)
+        of the weights the step started from."""
+        cbs, state = self.cbs, self.cbs.state
+        first: list[float] = []
+
+        def closure() -> torch.Tensor:
+            self.opt.zero_grad(set_to_none=True)
+            out, raw_loss, loss = self.forward(xs, y)
+            if cbs.events["on_backward_begin"]:
+                state.preds, state.loss_tensor = out, loss
+                cbs("on_backward_begin")
+                loss = state.loss_tensor
+            loss.backward()
+            cbs("on_backward_end")
+            raw, total, norm = self._loss_and_norm(raw_loss, loss)
+            if not first:
+                first.append(raw)
+            if self.stop_on_nan and not (math.isfinite(total) and math.isfinite(norm)):
+                what = "loss" if not math.isfinite(total) else "gradients"
+                raise NonFiniteLossError(f"the {what} in an evaluation of "
+                                         f"{type(self.opt).__name__}'s step "
+                                         f"{'is ' + str(total) if what == 'loss' else 'are not finite'}",
+                                         what, True, self._bad_targets(y))
+            return loss.detach()
+
+        start = [p.detach().clone() for p in self.model.parameters()] if self.stop_on_nan else None
+        cbs("on_step_begin")
+        try:
+            self.opt.step(closure)
+        except NonFiniteLossError:
+            with torch.no_grad():  # the step is not taken: the weights it started from
+                for p, p0 in zip(self.model.parameters(), start, strict=True):
+                    p.copy_(p0)
+            self.opt.zero_grad(set_to_none=True)
+            raise
+        cbs("on_step_end")
+        self.opt.zero_grad(set_to_none=True)
+        return first[0] if first else float("nan")
+
+    def _loss_and_norm(self, raw_loss: torch.Tensor, loss: torch.Tensor) -> tuple[float, float, float]:
+        """`(raw loss, total loss, gradient norm)` in one host sync (the norm is 0 unless
+        `check_grads`)."""
+        parts = [raw_loss.detach().float(), loss.detach().float()]
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if self.check_grads and grads:
+            parts.append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+                         .float().to(parts[0].device))
+        vals = torch.stack(parts).tolist()
+        return vals[0], vals[1], vals[2] if len(vals) > 2 else 0.0
