@@ -169,6 +169,8 @@ def minifast_fit(recipe: dict) -> Callable[[Split, int], Callable]:
         learn = sp.cf.get_learner(recipe["n_factors"], sp.val, recipe["bs"], loss=recipe["loss"],
                                   n_neg=recipe["n_neg"], emb_l2=recipe["emb_l2"], seed=seed,
                                   neg_sampling=recipe.get("neg_sampling", "uniform"),
+                                  model=recipe.get("model", "dotbias"),
+                                  model_kwargs=recipe.get("model_kwargs"),
                                   opt_fn=torch.optim.Adam)
         learn.fit(recipe["lr"], 1, cycle_len=recipe["epochs"], progress=False, verbose=False)
         model = learn.model.eval()

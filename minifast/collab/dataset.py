@@ -23,6 +23,7 @@ from ..data import ColumnarModelData, ModelData
 from ..optim.sparse import sparse_embeddings
 from .ids import lookup_ids, map_ids
 from .interactions import Interactions
+from .itemset_model import ItemSetMF
 from .learner import CollabFilterLearner
 from .losses import LOSSES
 from .models import MODELS, EmbeddingDot, embedding_l2
@@ -363,8 +364,9 @@ class CollabFilterDataset:
         training row is a positive, and each batch gets `n_neg` sampled negatives per row
         (`neg_sampling="uniform"` or `"popularity"`; seeded by `seed` and resumable, see
         `get_sampled_data`), scored by an `ImplicitMF` (`model` must then stay "dotbias", the
-        default, or be a class/callable taking `(n_factors, n_users, n_items,
-        **model_kwargs)` whose forward scores `[bs, 1 + m]` cats as `ImplicitMF`'s). The loss
+        default, be "itemset" for an `ItemSetMF` over the training interactions (its
+        `alpha`/`dropout` in `model_kwargs`), or a class/callable taking `(n_factors, n_users,
+        n_items, **model_kwargs)` whose forward scores `[bs, 1 + m]` cats as `ImplicitMF`'s). The loss
         is `bpr_loss` or `sampled_softmax_loss` (with the log-q correction); docs/topn.md.
 
         `sparse=True`: the embeddings produce sparse gradients and each step updates only
@@ -392,8 +394,8 @@ class CollabFilterDataset:
             m = self.get_model(n_factors, model, y_range, **(model_kwargs or {}))
             data = self.get_data(val_idxs, bs, seed=seed)
         else:
-            m = self._ranking_model(n_factors, model, y_range, model_kwargs or {})
             data = self.get_sampled_data(val_idxs, bs, n_neg, neg_sampling, seed=seed)
+            m = self._ranking_model(n_factors, model, y_range, model_kwargs or {}, data)
         if sparse:
             sparse_embeddings(m)
         if emb_l2 is not None:
@@ -406,14 +408,19 @@ class CollabFilterDataset:
         kwargs.setdefault("crit", LOSSES[loss])
         return CollabFilterLearner(data, m, cf=self, ranking=loss != "mse", **kwargs)
 
-    def _ranking_model(self, n_factors, model, y_range, model_kwargs: dict) -> nn.Module:
-        """The model a ranking loss trains: `ImplicitMF` unless a class/callable is given."""
+    def _ranking_model(self, n_factors, model, y_range, model_kwargs: dict, data) -> nn.Module:
+        """The model a ranking loss trains: `ImplicitMF` for the default, `ItemSetMF` for
+        "itemset" (reading the training interactions of `data`), or the class/callable given."""
         positive_int(n_factors, "n_factors")
         if y_range is not None:
             raise ValueError("y_range bounds predicted ratings; a ranking loss trains "
                              "unbounded scores: leave y_range=None")
         if model == "dotbias":
             model = ImplicitMF
+        elif model == "itemset":
+            cats = data.trn_dl.tensors[0]
+            seen = Interactions.from_pairs(cats[:, 0], cats[:, 1], self.n_users, self.n_items)
+            return ItemSetMF(n_factors, self.n_users, self.n_items, seen=seen, **model_kwargs)
         elif isinstance(model, str) or not callable(model):
             raise ValueError(f"model={model!r} predicts ratings; with a ranking loss pass the "
                              f"default or a class/callable scoring [bs, 1 + m] cats like "
