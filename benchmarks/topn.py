@@ -167,12 +167,13 @@ def minifast_fit(recipe: dict) -> Callable[[Split, int], Callable]:
     """A minifast ranking learner trained with `recipe` on the training interactions."""
     def fit(sp: Split, seed: int) -> Callable:
         learn = sp.cf.get_learner(recipe["n_factors"], sp.val, recipe["bs"], loss=recipe["loss"],
-                                  n_neg=recipe["n_neg"], emb_l2=recipe["emb_l2"], seed=seed,
-                                  neg_sampling=recipe.get("neg_sampling", "uniform"),
+                                  n_neg=recipe.get("n_neg", 1), emb_l2=recipe.get("emb_l2"),
+                                  seed=seed, neg_sampling=recipe.get("neg_sampling", "uniform"),
                                   model=recipe.get("model", "dotbias"),
                                   model_kwargs=recipe.get("model_kwargs"),
                                   opt_fn=torch.optim.Adam)
-        learn.fit(recipe["lr"], 1, cycle_len=recipe["epochs"], progress=False, verbose=False)
+        learn.fit(recipe["lr"], 1, cycle_len=recipe["epochs"], wds=recipe.get("wds"),
+                  progress=False, verbose=False)
         model = learn.model.eval()
         return lambda users: item_scores(model, users, sp.cf.n_items)
     return fit

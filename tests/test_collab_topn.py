@@ -23,6 +23,8 @@ from minifast.collab import (
     sampled_softmax_loss,
     topn_scores,
 )
+from minifast.collab.losses import full_softmax_loss
+from minifast.collab.sampling import PositivesLoader
 
 
 def implicit_frame(n_users=12, n_items=10, density=0.6, seed=0) -> pd.DataFrame:
@@ -246,13 +248,67 @@ def block_frame(n_per_group=12, group_items=4, n_groups=2) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["user", "item"])
 
 
-@pytest.mark.parametrize("loss", ["bpr", "softmax"])
+def test_full_softmax_loss_is_cross_entropy_against_every_item():
+    s = torch.tensor([[2.0, 1.0, -0.5, 0.3], [0.0, 3.0, 0.5, -1.0]])
+    items = torch.tensor([2, 1])
+    want = np.mean([-(r[i] - math.log(sum(math.exp(x) for x in r)))
+                    for r, i in zip(s.tolist(), items.tolist(), strict=True)])
+    assert full_softmax_loss(s, items).item() == pytest.approx(want, rel=1e-6)
+    with pytest.raises(ValueError, match=r"full_softmax_loss needs scores \[bs, n_items\]"):
+        full_softmax_loss(s, items[:1])
+
+
+def test_positives_loader_yields_users_and_their_positive_items():
+    cats = torch.tensor([[0, 3], [1, 2], [0, 1], [2, 0], [1, 4]])
+    dl = PositivesLoader(cats, torch.zeros(5, 0), batch_size=2, shuffle=True, seed=3)
+    got = [(u.clone(), i.clone()) for u, _, i in dl.batches()]
+    assert [tuple(u.shape) for u, _ in got] == [(2, 1), (2, 1), (1, 1)]
+    pairs = torch.cat([torch.cat([u, i[:, None]], 1) for u, i in got])
+    assert sorted(map(tuple, pairs.tolist())) == sorted(map(tuple, cats.tolist()))
+    assert dl.tensors[0] is not None and torch.equal(dl.tensors[0], cats)
+    with pytest.raises(ValueError, match=r"cats must be \[n, 2\]"):
+        PositivesLoader(torch.zeros(3, 3, dtype=torch.long), torch.zeros(3, 0))
+
+
+def test_a_model_given_users_alone_scores_every_item():
+    m = ImplicitMF(4, 5, 7).eval()
+    users = torch.tensor([0, 3, 4])
+    with torch.no_grad():
+        torch.testing.assert_close(m(users[:, None]), m.score_items(users))
+
+
+def test_full_softmax_refuses_sampling_and_emb_l2():
+    cf = dataset()
+    with pytest.raises(ValueError, match="samples nothing: drop n_neg=4"):
+        cf.get_learner(4, val_idxs(cf.n), bs=8, loss="full_softmax", n_neg=4)
+    with pytest.raises(ValueError, match=r"regularise it with fit\(..., wds=...\)"):
+        cf.get_learner(4, val_idxs(cf.n), bs=8, loss="full_softmax", emb_l2=0.1)
+
+
+def test_full_softmax_learner_resumes_bit_identically(tmp_path):
+    cf = dataset(n_users=30, n_items=20, density=0.4)
+    vi = val_idxs(cf.n)
+
+    def run(callbacks, resume=None):
+        torch.manual_seed(0)
+        learn = cf.get_learner(8, vi, bs=16, loss="full_softmax", seed=1,
+                               opt_fn=torch.optim.Adam)
+        res = learn.fit(1e-2, 3, wds=1e-4, callbacks=callbacks, resume=resume, verbose=False,
+                        progress=False)
+        return result(learn.model, learn.opt, res.recorder, res.history)
+
+    n_batches = len(cf.get_positives_data(vi, bs=16, seed=1).trn_dl)
+    assert n_batches >= 8
+    assert_resumes_exactly(run, tmp_path / "ckpt", 3, n_batches + n_batches // 2 + 1)
+
+
+@pytest.mark.parametrize("loss", ["bpr", "softmax", "full_softmax"])
 def test_training_ranks_each_users_positives_on_top(loss):
     df = block_frame()
     cf = dataset(df)
     torch.manual_seed(0)
-    learn = cf.get_learner(8, np.array([0, 1]), bs=16, loss=loss, n_neg=3, seed=0,
-                           opt_fn=torch.optim.Adam)
+    learn = cf.get_learner(8, np.array([0, 1]), bs=16, loss=loss, seed=0,
+                           n_neg=1 if loss == "full_softmax" else 3, opt_fn=torch.optim.Adam)
     assert isinstance(learn.model, ImplicitMF)
     users = sorted(df.user.unique())
     rec0 = learn.recommend(users, n=4, exclude_seen=False)

@@ -28,7 +28,7 @@ from .learner import CollabFilterLearner
 from .losses import LOSSES
 from .models import MODELS, EmbeddingDot, embedding_l2
 from .ranking_model import ImplicitMF
-from .sampling import NegativeSamplingLoader
+from .sampling import NegativeSamplingLoader, PositivesLoader
 
 __all__ = ["CollabFilterDataset"]
 
@@ -330,6 +330,17 @@ class CollabFilterDataset:
                                      batch_size=base.val_dl.batch_size, **common)
         return ModelData(self.path, trn, val)
 
+    def get_positives_data(self, val_idxs, bs: int = 64, seed: int | None = None) -> ModelData:
+        """`ModelData` for a loss over every item (`loss="full_softmax"`): the rows split as
+        `get_data(val_idxs, bs, seed)`, each a positive, in `PositivesLoader`s (batches of
+        users, with each row's positive item as the target; nothing sampled)."""
+        base = self.get_data(val_idxs, bs, seed=seed)
+        (tc, tn, _), (vc, vn, _) = base.trn_dl.tensors, base.val_dl.tensors
+        trn = PositivesLoader(tc, tn, batch_size=base.trn_dl.batch_size, shuffle=True,
+                              seed=base.trn_dl.seed)
+        val = PositivesLoader(vc, vn, batch_size=base.val_dl.batch_size, seed=0)
+        return ModelData(self.path, trn, val)
+
     def get_model(self, n_factors: int, model: str | Callable[..., nn.Module] = "dotbias",
                   y_range: Sequence[float] | None = None, **model_kwargs) -> nn.Module:
         """A model for this data: `model` is `"dotbias"` (`EmbeddingDotBias`, the default, as
@@ -368,6 +379,8 @@ class CollabFilterDataset:
         `alpha`/`dropout` in `model_kwargs`), or a class/callable taking `(n_factors, n_users,
         n_items, **model_kwargs)` whose forward scores `[bs, 1 + m]` cats as `ImplicitMF`'s). The loss
         is `bpr_loss` or `sampled_softmax_loss` (with the log-q correction); docs/topn.md.
+        `loss="full_softmax"` samples nothing: each positive's cross-entropy against every
+        item (`full_softmax_loss` on `get_positives_data`); regularise it with `wds`.
 
         `sparse=True`: the embeddings produce sparse gradients and each step updates only
         the rows in its batch, with `minifast.LazyAdam` unless `opt_fn` is given (SparseAdam
@@ -390,9 +403,19 @@ class CollabFilterDataset:
             raise ValueError("this data set holds interactions, not ratings (built with "
                              "rating_name=None or positive_at): train it with loss='bpr' or "
                              "loss='softmax'")
+        if loss == "full_softmax" and (n_neg != 1 or neg_sampling != "uniform"):
+            raise ValueError(f"loss='full_softmax' scores every item and samples nothing: drop "
+                             f"n_neg={n_neg!r} and neg_sampling={neg_sampling!r}")
+        if loss == "full_softmax" and emb_l2 is not None:
+            raise ValueError("emb_l2 penalises the rows of each batch's users and positives; "
+                             "loss='full_softmax' gives every item row a gradient every batch: "
+                             "regularise it with fit(..., wds=...) instead")
         if loss == "mse":
             m = self.get_model(n_factors, model, y_range, **(model_kwargs or {}))
             data = self.get_data(val_idxs, bs, seed=seed)
+        elif loss == "full_softmax":
+            data = self.get_positives_data(val_idxs, bs, seed=seed)
+            m = self._ranking_model(n_factors, model, y_range, model_kwargs or {}, data)
         else:
             data = self.get_sampled_data(val_idxs, bs, n_neg, neg_sampling, seed=seed)
             m = self._ranking_model(n_factors, model, y_range, model_kwargs or {}, data)

@@ -106,7 +106,10 @@ class ItemSetMF(CollabModel):
 
     def forward(self, cats: torch.Tensor, conts: torch.Tensor | None = None) -> torch.Tensor:
         """`[bs, m]` scores of `cats[:, 1:]` for the users `cats[:, 0]` (`[bs, 1]` for plain
-        `(user, item)` pairs); the 1-D `model(users, items)` form as the other models."""
+        `(user, item)` pairs; `[bs, n_items]`, every item, for cats `[bs, 1]` of users alone:
+        a `PositivesLoader` batch); the 1-D `model(users, items)` form as the other models."""
+        if cats.ndim == 2 and cats.shape[1] == 1:
+            return self.score_items(cats[:, 0])
         if cats.ndim != 2 or cats.shape[1] <= 2:
             return super().forward(cats, conts)
         return self._scores(cats[:, 0], cats[:, 1:])

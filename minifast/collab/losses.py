@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bpr_loss", "sampled_softmax_loss", "LOSSES"]
+__all__ = ["bpr_loss", "sampled_softmax_loss", "full_softmax_loss", "LOSSES"]
 
 
 def bpr_loss(scores: torch.Tensor, log_q: torch.Tensor | None = None) -> torch.Tensor:
@@ -32,6 +32,18 @@ def sampled_softmax_loss(scores: torch.Tensor, log_q: torch.Tensor) -> torch.Ten
                                                device=logits.device))
 
 
+def full_softmax_loss(scores: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Softmax over every item: cross-entropy of each row's positive `items [bs]` among the
+    scores `[bs, n_items]` of all items (the user's other positives included, as in the
+    multinomial likelihood of Mult-VAE, Liang et al. 2018). What sampled softmax estimates,
+    computed exactly: affordable while `bs * n_items` scores fit a batch."""
+    if scores.ndim != 2 or items.shape != (len(scores),):
+        raise ValueError(f"full_softmax_loss needs scores [bs, n_items] and items [bs] (as "
+                         f"PositivesLoader's batches give), got {tuple(scores.shape)} and "
+                         f"{tuple(items.shape)}")
+    return F.cross_entropy(scores.float(), items.long())
+
+
 def _check(scores, log_q, name: str) -> None:
     if scores.ndim != 2 or scores.shape[1] < 2:
         raise ValueError(
@@ -43,4 +55,5 @@ def _check(scores, log_q, name: str) -> None:
 
 
 #: `get_learner(loss=...)`'s names; "mse" is the rating loss.
-LOSSES = {"mse": F.mse_loss, "bpr": bpr_loss, "softmax": sampled_softmax_loss}
+LOSSES = {"mse": F.mse_loss, "bpr": bpr_loss, "softmax": sampled_softmax_loss,
+          "full_softmax": full_softmax_loss}

@@ -1,4 +1,5 @@
-"""Negative sampling for implicit feedback: a loader that adds sampled negatives to each batch.
+"""Negative sampling for implicit feedback: a loader that adds sampled negatives to each batch,
+and one for losses that score every item instead (`PositivesLoader`).
 
 Each row of the data is a positive `(user, item)`. `NegativeSamplingLoader` is an
 `ArrayLoader` over those rows whose batches also carry, per row, `n_neg` items the user did
@@ -23,7 +24,7 @@ from ..checks import positive_int
 from ..data import ArrayLoader
 from .interactions import Interactions
 
-__all__ = ["NegativeSamplingLoader", "NEG_SAMPLING"]
+__all__ = ["NegativeSamplingLoader", "PositivesLoader", "NEG_SAMPLING"]
 
 #: The ways `NegativeSamplingLoader` draws negatives.
 NEG_SAMPLING = ("uniform", "popularity")
@@ -126,3 +127,31 @@ class NegativeSamplingLoader(ArrayLoader):
     def __repr__(self) -> str:
         return (f"NegativeSamplingLoader(n={self.n}, batch_size={self.batch_size}, "
                 f"n_neg={self.n_neg}, neg_sampling={self.neg_sampling!r}, fixed={self.fixed})")
+
+
+class PositivesLoader(ArrayLoader):
+    """An `ArrayLoader` over positive interactions for a loss over every item (no sampling):
+    its batches are `(users [bs, 1], conts, items [bs])`, each row's user as the model's
+    input and its positive item as the target.
+
+    A model given `[bs, 1]` cats (users alone) scores every item, `[bs, n_items]`, and
+    `full_softmax_loss` takes the positive's cross-entropy against all of them. Its
+    `tensors` stay the `(user, item)` pairs, as `NegativeSamplingLoader`'s, so the learner's
+    training interactions and validation metrics read them the same way. `seed`, `shuffle`,
+    `batch_size` and the rest are `ArrayLoader`'s.
+    """
+
+    def __init__(self, cats, conts, **loader_kwargs):
+        cats = torch.as_tensor(cats)
+        if cats.ndim != 2 or cats.shape[1] != 2:
+            raise ValueError(f"cats must be [n, 2] (user index, item index), got shape "
+                             f"{tuple(cats.shape)}")
+        super().__init__(cats, conts, torch.ones(len(cats), 1), **loader_kwargs)
+
+    def batches(self, start: int = 0) -> Iterator[tuple]:
+        """The current epoch's batches from batch `start`: users, conts and positive items."""
+        for cats, conts, _ in super().batches(start):
+            yield cats[:, :1], conts, cats[:, 1]
+
+    def __repr__(self) -> str:
+        return f"PositivesLoader(n={self.n}, batch_size={self.batch_size})"
