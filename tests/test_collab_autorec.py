@@ -154,3 +154,63 @@ def test_resume_from_a_checkpoint_is_bit_identical(tmp_path):
 
     full = assert_resumes_exactly(run, tmp_path / "ckpt", 3, 7)
     assert math.isfinite(full["history"][-1]["val_loss"])
+
+
+def test_global_kernel_shapes_and_convolution():
+    from minifast.collab.glocal import GlobalKernel
+
+    torch.manual_seed(0)
+    gk = GlobalKernel(6, gk_size=3, dot_scale=2.0)
+    recon = torch.rand(6, 4)
+    k = gk(recon)
+    assert k.shape == (3, 3)
+    assert torch.allclose(k.view(-1), 2.0 * recon.mean(1) @ gk.W)
+    r = torch.rand(6, 4)
+    out = gk.convolve(r, k)
+    assert out.shape == (6, 4) and (out >= 0).all()
+    # an interior entry is the ReLU of the 3x3 neighbourhood weighted by the kernel
+    want = torch.relu((r[1:4, 0:3] * k).sum())
+    assert out[2, 1].item() == pytest.approx(want.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="odd"):
+        GlobalKernel(6, gk_size=2)
+
+
+def test_glocal_pretrain_then_fine_tune_with_lbfgs(tmp_path):
+    from minifast.collab.glocal import GLocalK, glocal_learner
+    from minifast.core.stepper import ClosureStepper
+
+    cf = _cf(tmp_path)
+    val = np.arange(0, cf.n, 5)
+    learn = glocal_learner(cf, val, n_hid=16, n_dim=3, lambda_2=1.0, max_iter=5, seed=0)
+    assert isinstance(learn.model, GLocalK) and isinstance(learn.opt, torch.optim.LBFGS)
+    assert len(learn.data.trn_dl) == 1  # full batch: every item at once
+    items, y = next(iter(learn.data.trn_dl))
+    assert learn.model(items).shape == (cf.n_items, cf.n_users)
+    y_val = cf.ratings[val]
+    users, its = cf.idx2user[cf.user_col[val]], cf.idx2item[cf.item_col[val]]
+    before = float(np.mean((learn.predict_ratings(users, its) - y_val) ** 2))
+    pre = learn.fit(1.0, 8, verbose=False, progress=False)
+    assert isinstance(pre.state.stepper, ClosureStepper)
+    assert learn.model.global_kernel.W.grad is None  # pre-training leaves the kernel alone
+    assert pre[0] < 0.8 * before
+    w_before = learn.model.global_kernel.W.detach().clone()
+    learn.fine_tune()
+    assert learn.model.use_global_kernel
+    fine = learn.fit(1.0, 4, verbose=False, progress=False)
+    assert not torch.equal(w_before, learn.model.global_kernel.W)  # the kernel is trained
+    assert math.isfinite(fine[0]) and fine[0] < before
+    after = float(np.mean((learn.predict_ratings(users, its) - y_val) ** 2))
+    assert after == pytest.approx(fine[0], rel=1e-4)
+
+
+def test_glocal_fit_glocal_is_seeded(tmp_path):
+    from minifast.collab.glocal import glocal_learner
+
+    cf = _cf(tmp_path)
+    val = np.arange(0, cf.n, 5)
+
+    def run():
+        learn = glocal_learner(cf, val, n_hid=8, n_dim=3, max_iter=3, seed=4)
+        return learn.fit_glocal(2, 2, verbose=False, progress=False)[0]
+
+    assert run() == run()
