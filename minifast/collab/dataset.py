@@ -413,12 +413,17 @@ class CollabFilterDataset:
         if loss == "mse":
             m = self.get_model(n_factors, model, y_range, **(model_kwargs or {}))
             data = self.get_data(val_idxs, bs, seed=seed)
-        elif loss == "full_softmax":
-            data = self.get_positives_data(val_idxs, bs, seed=seed)
-            m = self._ranking_model(n_factors, model, y_range, model_kwargs or {}, data)
         else:
-            data = self.get_sampled_data(val_idxs, bs, n_neg, neg_sampling, seed=seed)
+            def ranking_data():
+                if loss == "full_softmax":
+                    return self.get_positives_data(val_idxs, bs, seed=seed)
+                return self.get_sampled_data(val_idxs, bs, n_neg, neg_sampling, seed=seed)
+            # the model first, as it always was (same draws, same runs), unless it reads the
+            # training interactions from the data
+            data = ranking_data() if model == "itemset" else None
             m = self._ranking_model(n_factors, model, y_range, model_kwargs or {}, data)
+            if data is None:
+                data = ranking_data()
         if sparse:
             sparse_embeddings(m)
         if emb_l2 is not None:
