@@ -403,27 +403,13 @@ class CollabFilterDataset:
             raise ValueError("this data set holds interactions, not ratings (built with "
                              "rating_name=None or positive_at): train it with loss='bpr' or "
                              "loss='softmax'")
-        if loss == "full_softmax" and (n_neg != 1 or neg_sampling != "uniform"):
-            raise ValueError(f"loss='full_softmax' scores every item and samples nothing: drop "
-                             f"n_neg={n_neg!r} and neg_sampling={neg_sampling!r}")
-        if loss == "full_softmax" and emb_l2 is not None:
-            raise ValueError("emb_l2 penalises the rows of each batch's users and positives; "
-                             "loss='full_softmax' gives every item row a gradient every batch: "
-                             "regularise it with fit(..., wds=...) instead")
         if loss == "mse":
             m = self.get_model(n_factors, model, y_range, **(model_kwargs or {}))
             data = self.get_data(val_idxs, bs, seed=seed)
         else:
-            def ranking_data():
-                if loss == "full_softmax":
-                    return self.get_positives_data(val_idxs, bs, seed=seed)
-                return self.get_sampled_data(val_idxs, bs, n_neg, neg_sampling, seed=seed)
-            # the model first, as it always was (same draws, same runs), unless it reads the
-            # training interactions from the data
-            data = ranking_data() if model == "itemset" else None
-            m = self._ranking_model(n_factors, model, y_range, model_kwargs or {}, data)
-            if data is None:
-                data = ranking_data()
+            m, data = self._ranking_parts(n_factors, val_idxs, bs, model, y_range,
+                                          model_kwargs or {}, seed, loss, n_neg, neg_sampling,
+                                          emb_l2)
         if sparse:
             sparse_embeddings(m)
         if emb_l2 is not None:
@@ -435,6 +421,27 @@ class CollabFilterDataset:
             kwargs["reg_fn"] = embedding_l2(m, emb_l2, emb_l2_bias, counts, emb_l2_alpha)
         kwargs.setdefault("crit", LOSSES[loss])
         return CollabFilterLearner(data, m, cf=self, ranking=loss != "mse", **kwargs)
+
+    def _ranking_parts(self, n_factors, val_idxs, bs, model, y_range, model_kwargs: dict, seed,
+                       loss: str, n_neg, neg_sampling, emb_l2) -> tuple[nn.Module, ModelData]:
+        """`(model, data)` of a ranking learner for `loss` ("bpr", "softmax", "full_softmax")."""
+        if loss == "full_softmax" and (n_neg != 1 or neg_sampling != "uniform"):
+            raise ValueError(f"loss='full_softmax' scores every item and samples nothing: drop "
+                             f"n_neg={n_neg!r} and neg_sampling={neg_sampling!r}")
+        if loss == "full_softmax" and emb_l2 is not None:
+            raise ValueError("emb_l2 penalises the rows of each batch's users and positives; "
+                             "loss='full_softmax' gives every item row a gradient every batch: "
+                             "regularise it with fit(..., wds=...) instead")
+
+        def ranking_data() -> ModelData:
+            if loss == "full_softmax":
+                return self.get_positives_data(val_idxs, bs, seed=seed)
+            return self.get_sampled_data(val_idxs, bs, n_neg, neg_sampling, seed=seed)
+        # the model first, as it always was (same draws, same runs), unless it reads the
+        # training interactions from the data
+        data = ranking_data() if model == "itemset" else None
+        m = self._ranking_model(n_factors, model, y_range, model_kwargs, data)
+        return m, ranking_data() if data is None else data
 
     def _ranking_model(self, n_factors, model, y_range, model_kwargs: dict, data) -> nn.Module:
         """The model a ranking loss trains: `ImplicitMF` for the default, `ItemSetMF` for
