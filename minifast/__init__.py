@@ -58,6 +58,7 @@ from .optim import (
     get_moms,
     has_sparse_embeddings,
     load_opt_state,
+    prefer_sparse,
     set_lrs,
     set_moms,
     set_wds,
@@ -103,6 +104,7 @@ __all__ = [
     "distributed_session", "init_distributed", "destroy_distributed", "is_main_process", "unwrap",
     "FlushState", "denormals_flushed", "flush_denormal", "set_flush_denormal",
     "keep_freed_memory", "release_freed_memory", "set_malloc_thresholds", "set_seed",
-    "build_optimizer", "fused_supported", "LazyAdam", "has_sparse_embeddings", "sparse_embeddings",
+    "build_optimizer", "fused_supported", "LazyAdam", "has_sparse_embeddings", "prefer_sparse",
+    "sparse_embeddings",
     "accuracy", "f1", "fbeta", "mae", "r2", "rmse",
 ]

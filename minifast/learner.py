@@ -194,6 +194,11 @@ class Learner:
         return None if self.sched is None else self.sched.recorder
 
     @property
+    def sparse(self) -> bool:
+        """Whether the model's embeddings produce sparse gradients (row-wise steps)."""
+        return has_sparse_embeddings(unwrap(self.model))
+
+    @property
     def n_layer_groups(self) -> int:
         """How many layer groups `lrs`/`wds` may give values for."""
         return self.param_groups.n_layer_groups

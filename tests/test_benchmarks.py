@@ -17,7 +17,7 @@ def bench(monkeypatch):
     monkeypatch.syspath_prepend(str(BENCH))
     yield
     torch.set_num_threads(threads)
-    for name in ("collab_speed", "page_faults", "problem", "scale_25m", "topn"):
+    for name in ("collab_speed", "page_faults", "problem", "scale_25m", "sparse_crossover", "topn"):
         sys.modules.pop(name, None)
 
 
@@ -63,6 +63,16 @@ def test_scale_25m_small_reports_every_mode(bench, capsys):
     assert "surprise SVD" in out  # its row, or "not installed"
     with pytest.raises(SystemExit):
         scale_25m.main(["--scale", "huge"])
+
+
+def test_sparse_crossover_prints_each_cell_with_the_auto_rule(bench, capsys):
+    import sparse_crossover
+
+    sparse_crossover.main(["--quick", "--reps", "2", "--steps", "5"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 671")]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].split("|")]
+    assert float(cells[6]) > 0 and cells[7] == "False"  # lesson-sized tables stay dense
 
 
 def test_topn_compares_every_system_on_one_split(bench, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -194,3 +195,38 @@ def test_no_rows_in_the_batch_leaves_the_weights():
     opt = LazyAdam(emb.parameters(), 0.1)
     opt.step()
     assert torch.equal(emb.weight, w) and opt.state[emb.weight]["step"] == 1
+
+
+def test_prefer_sparse_follows_table_size_batch_size_and_device():
+    small = nn.Embedding(10_000, 50)  # 0.5M parameters: below AUTO_SPARSE_MIN_PARAMS
+    big = nn.ModuleList([nn.Embedding(40_000, 50), nn.Embedding(1_000, 1)])  # 2.0M
+    assert not mf.prefer_sparse(small, 64, "cpu")
+    assert mf.prefer_sparse(big, 64, "cpu")
+    assert mf.prefer_sparse(big, 2_001_000 // sparse_mod.AUTO_SPARSE_PARAMS_PER_ROW, "cpu")
+    assert not mf.prefer_sparse(big, 2_001_000 // sparse_mod.AUTO_SPARSE_PARAMS_PER_ROW + 1, "cpu")
+    assert not mf.prefer_sparse(big, 64, torch.device("meta"))  # unmeasured devices stay dense
+
+
+def _frame(n_users: int, n_items: int, n: int = 3000) -> pd.DataFrame:
+    g = torch.Generator().manual_seed(0)
+    return pd.DataFrame({"userId": torch.randint(n_users, (n,), generator=g).numpy(),
+                         "movieId": torch.randint(n_items, (n,), generator=g).numpy(),
+                         "rating": (torch.randint(1, 11, (n,), generator=g) / 2).numpy()})
+
+
+def test_get_learner_auto_sparse_only_for_large_tables_and_the_default_optimiser(tmp_path):
+    small = CollabFilterDataset.from_data_frame(tmp_path, _frame(300, 200), "userId", "movieId", "rating")
+    assert not small.get_learner(8, mf.get_cv_idxs(small.n), 64).sparse
+    # 25,000 ratings over ~17k users and ~17k items: large tables for the batch
+    big = CollabFilterDataset.from_data_frame(tmp_path, _frame(40_000, 40_000, 25_000), "userId", "movieId", "rating")
+    n_params = (big.n_users + big.n_items) * 51
+    assert n_params >= sparse_mod.AUTO_SPARSE_MIN_PARAMS
+    val = mf.get_cv_idxs(big.n)
+    learn = big.get_learner(50, val, 64)
+    assert learn.sparse and isinstance(learn.opt, LazyAdam)
+    assert not big.get_learner(50, val, 64, sparse=False).sparse
+    assert not big.get_learner(50, val, 64, opt_fn=torch.optim.Adam).sparse
+    assert not big.get_learner(50, val, 64, clip=1.0).sparse
+    assert not big.get_learner(50, val, n_params // sparse_mod.AUTO_SPARSE_PARAMS_PER_ROW + 1).sparse
+    with pytest.raises(ValueError, match="sparse must be True, False or 'auto'"):
+        big.get_learner(50, val, 64, sparse="yes")

@@ -20,7 +20,8 @@ from torch import nn
 
 from ..checks import check_batch_size, positive_int
 from ..data import ColumnarModelData, ModelData
-from ..optim.sparse import sparse_embeddings
+from ..optim.sparse import prefer_sparse, sparse_embeddings
+from ..runtime.device import default_device
 from .ids import lookup_ids, map_ids
 from .interactions import Interactions
 from .itemset_model import ItemSetMF
@@ -363,7 +364,7 @@ class CollabFilterDataset:
 
     def get_learner(self, n_factors: int, val_idxs, bs: int, model="dotbias",
                     y_range: Sequence[float] | None = None, model_kwargs: dict | None = None,
-                    seed: int | None = None, sparse: bool = False, emb_l2: float | None = None,
+                    seed: int | None = None, sparse: bool | str = "auto", emb_l2: float | None = None,
                     emb_l2_bias: float | None = None, emb_l2_alpha: float = 0.0,
                     loss: str = "mse", n_neg: int = 1, neg_sampling: str = "uniform",
                     **kwargs) -> CollabFilterLearner:
@@ -386,6 +387,10 @@ class CollabFilterDataset:
         the rows in its batch, with `minifast.LazyAdam` unless `opt_fn` is given (SparseAdam
         or SGD also work; Adam is refused). `wds` then regularise the rows in each batch only;
         see `minifast.optim.sparse` for the trade-offs and docs/performance.md for the figures.
+        `sparse="auto"` (the default) chooses sparse for `loss="mse"` where it is faster:
+        on the CPU, with large tables for the batch size (`minifast.prefer_sparse`), the
+        default optimiser and no `clip`; lesson-sized data stay dense. `learn.sparse` says
+        which was chosen; `sparse=False` always trains dense.
 
         `emb_l2=lam` adds `embedding_l2(model, lam)` as the learner's `reg_fn`: the classic
         matrix-factorisation penalty on the embedding rows each batch uses (an alternative to
@@ -397,6 +402,8 @@ class CollabFilterDataset:
             raise ValueError("emb_l2_bias and emb_l2_alpha modify emb_l2: pass emb_l2 too")
         if emb_l2 is not None and kwargs.get("reg_fn") is not None:
             raise ValueError("pass emb_l2 or reg_fn, not both")
+        if sparse not in (True, False, "auto"):
+            raise ValueError(f"sparse must be True, False or 'auto', got {sparse!r}")
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}: choose one of {sorted(LOSSES)}")
         if loss == "mse" and self.implicit:
@@ -410,6 +417,10 @@ class CollabFilterDataset:
             m, data = self._ranking_parts(n_factors, val_idxs, bs, model, y_range,
                                           model_kwargs or {}, seed, loss, n_neg, neg_sampling,
                                           emb_l2)
+        if sparse == "auto":
+            device = getattr(data.trn_dl, "device", None) or default_device()
+            sparse = (loss == "mse" and kwargs.get("opt_fn") is None and not kwargs.get("clip")
+                      and prefer_sparse(m, bs, device))
         if sparse:
             sparse_embeddings(m)
         if emb_l2 is not None:

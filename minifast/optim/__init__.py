@@ -13,12 +13,19 @@ from .hypers import (
     set_moms,
     set_wds,
 )
-from .sparse import LazyAdam, check_sparse_optimizer, has_sparse_embeddings, sparse_embeddings
+from .sparse import (
+    LazyAdam,
+    check_sparse_optimizer,
+    has_sparse_embeddings,
+    prefer_sparse,
+    sparse_embeddings,
+)
 
 __all__ = [
     "build_optimizer", "fused_supported",
     "ParamGroups", "decay_filter", "layer_groups",
     "get_lrs", "get_moms", "listify_hp", "load_opt_state", "optimizer_target",
     "set_lrs", "set_moms", "set_wds",
-    "LazyAdam", "check_sparse_optimizer", "has_sparse_embeddings", "sparse_embeddings",
+    "LazyAdam", "check_sparse_optimizer", "has_sparse_embeddings", "prefer_sparse",
+    "sparse_embeddings",
 ]

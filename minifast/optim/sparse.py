@@ -47,6 +47,9 @@ __all__ = [
     "LazyAdam",
     "sparse_embeddings",
     "has_sparse_embeddings",
+    "prefer_sparse",
+    "AUTO_SPARSE_MIN_PARAMS",
+    "AUTO_SPARSE_PARAMS_PER_ROW",
     "check_sparse_optimizer",
     "check_weight_decay",
     "SPARSE_OPTIMIZERS",
@@ -67,6 +70,34 @@ def sparse_embeddings(model: nn.Module, sparse: bool = True) -> nn.Module:
 def has_sparse_embeddings(model: nn.Module) -> bool:
     """Whether any embedding of `model` produces sparse gradients."""
     return any(isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse for m in model.modules())
+
+
+#: `prefer_sparse`: the fewest embedding parameters for which sparse gradients are chosen;
+#: below it dense fused Adam over the whole tables is as fast, and its (non-lazy) moments
+#: are what the lesson's recipes were tuned with.
+AUTO_SPARSE_MIN_PARAMS = 1_000_000
+#: `prefer_sparse`: the fewest embedding parameters per row of a batch; a large batch over
+#: small tables touches most rows anyway, and the row-wise step then costs more than a dense
+#: one.
+AUTO_SPARSE_PARAMS_PER_ROW = 256
+
+
+def prefer_sparse(model: nn.Module, bs: int, device: torch.device | str) -> bool:
+    """Whether `model` should train with sparse embedding gradients (`LazyAdam`'s row-wise
+    step) rather than dense fused Adam at batch size `bs` on `device`: what
+    `get_learner(sparse="auto")` decides with.
+
+    True on the CPU when the model's embeddings hold at least `AUTO_SPARSE_MIN_PARAMS`
+    parameters and at least `AUTO_SPARSE_PARAMS_PER_ROW` of them per batch row: the region
+    where `benchmarks/sparse_crossover.py` measured the sparse step faster (the figures are
+    on the docs' Performance page, "Sparse embeddings"). False on other devices, where the
+    crossover has not been measured and dense fused Adam is bandwidth-cheap.
+    """
+    if torch.device(device).type != "cpu":
+        return False
+    n = sum(m.weight.numel() for m in model.modules()
+            if isinstance(m, (nn.Embedding, nn.EmbeddingBag)))
+    return n >= AUTO_SPARSE_MIN_PARAMS and n >= AUTO_SPARSE_PARAMS_PER_ROW * bs
 
 
 def _sparse_param_ids(model: nn.Module) -> set[int]:
