@@ -57,8 +57,8 @@ K = 10
 
 #: minifast's recipe per data set, as `search` chose it (see docs/topn.md for its table).
 RECIPES = {
-    "ml100k": {"loss": "softmax", "n_factors": 128, "n_neg": 64, "emb_l2": 0.03, "lr": 3e-3,
-               "epochs": 8, "bs": 256},
+    "ml100k": {"loss": "softmax", "model": "itemset", "model_kwargs": {"dropout": 0.7},
+               "n_factors": 128, "n_neg": 64, "emb_l2": 0.1, "lr": 3e-3, "epochs": 8, "bs": 256},
     "mls": {"loss": "softmax", "n_factors": 64, "n_neg": 256, "emb_l2": 0.1, "lr": 1e-2,
             "epochs": 8, "bs": 256},
 }
@@ -78,6 +78,32 @@ MINIFAST_GRID = (
                                 (64, 64, 0.1, 8, "uniform"), (64, 256, 0.03, 4, "uniform"),
                                 (64, 256, 0.1, 8, "uniform"), (64, 256, 0.03, 4, "popularity"),
                                 (128, 256, 0.1, 8, "popularity")]]
+    # the third round: ItemSetMF (model="itemset", its item-set dropout) and full softmax
+    # (no sampling, regularised by wds) beside more negatives for ImplicitMF. The twenty
+    # before "(ml-latest-small from here)" were run on ml-100k; on ml-latest-small, the seven
+    # after it and two of the twenty (full softmax, 16 epochs, wds 1e-4; ItemSetMF full
+    # softmax, dropout 0.7, wds 1e-4). A fresh `search` runs them all on both.
+    + [{"loss": "softmax", "n_factors": f, "n_neg": m, "emb_l2": l2, "lr": 3e-3, "epochs": ep,
+        "bs": 256} for f, m, l2, ep in [(128, 256, 0.03, 8)]]
+    + [{"loss": "softmax", "model": "itemset", "model_kwargs": {"dropout": d}, "n_factors": f,
+        "n_neg": 64, "emb_l2": l2, "lr": 3e-3, "epochs": ep, "bs": 256}
+       for f, l2, ep, d in [(128, 0.03, 8, 0.0), (128, 0.03, 8, 0.5), (128, 0.1, 8, 0.5),
+                            (128, 0.3, 8, 0.5), (128, 0.1, 8, 0.7), (128, 0.1, 16, 0.5),
+                            (256, 0.1, 8, 0.5), (128, 0.1, 8, 0.85), (128, 0.1, 6, 0.7),
+                            (128, 0.05, 8, 0.7)]]
+    + [{"loss": "full_softmax", "n_factors": 128, "lr": lr, "epochs": ep, "wds": wd, "bs": 256}
+       for lr, ep, wd in [(3e-3, 8, 1e-4), (3e-3, 8, 1e-3), (3e-3, 8, 1e-2), (3e-3, 8, 3e-5),
+                          (3e-3, 16, 1e-4), (1e-3, 16, 1e-4)]]
+    + [{"loss": "full_softmax", "model": "itemset", "model_kwargs": {"dropout": d},
+        "n_factors": 128, "lr": 3e-3, "epochs": 8, "wds": wd, "bs": 256}
+       for d, wd in [(0.5, 1e-3), (0.7, 1e-4), (0.7, 3e-5)]]
+    # (ml-latest-small from here)
+    + [{"loss": "softmax", "model": "itemset", "model_kwargs": {"dropout": 0.7}, "n_factors": f,
+        "n_neg": m, "emb_l2": 0.1, "lr": lr, "epochs": 8, "bs": 256}
+       for f, m, lr in [(128, 64, 3e-3), (64, 256, 1e-2)]]
+    + [{"loss": "full_softmax", "n_factors": f, "lr": lr, "epochs": ep, "wds": wd, "bs": 256}
+       for f, lr, ep, wd in [(64, 3e-3, 16, 1e-4), (128, 3e-3, 16, 3e-4), (128, 1e-2, 8, 1e-4),
+                             (256, 3e-3, 16, 1e-4), (128, 3e-3, 24, 1e-4)]]
 )
 #: The anchors' settings: as given in the issue / by default, and tuned by `search`.
 ANCHORS = {
