@@ -233,7 +233,8 @@ def systems(name: str, anchors: bool) -> dict[str, tuple[Callable, bool]]:
                     "implicit ALS (tuned)": (anchor("als", tuned["als"]), True),
                     "implicit BPR (tuned)": (anchor("bpr", tuned["bpr"]), True)})
     recipe = RECIPES.get(name, RECIPES["ml100k"])
-    out[f"minifast {recipe['loss']}"] = (minifast_fit(recipe), True)
+    model = " (ItemSetMF)" if recipe.get("model") == "itemset" else ""
+    out[f"minifast {recipe['loss']}{model}"] = (minifast_fit(recipe), True)
     return out
 
 
