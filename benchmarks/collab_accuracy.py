@@ -26,10 +26,21 @@ local-kernel layers, `AUTOREC` below), chosen by `autorec-search` among `AUTOREC
 same held-out 10% of u1.base (`get_cv_idxs(len(base), val_pct=0.1, seed=42)`), one seed each.
 
     python benchmarks/collab_accuracy.py autorec-search   # the selection, u1.base only
-    python benchmarks/collab_accuracy.py kfold5           # Surprise's 5 folds: genres, autorec
+    python benchmarks/collab_accuracy.py kfold5           # Surprise's 5 folds: genres, autorec, glocal
+
+`ml100k` also reports `glocal` (`minifast.collab.glocal.glocal_learner`: GLocal-K's recipe,
+full-batch L-BFGS pre-training of the local-kernel AutoRec, then fine-tuning with the global
+kernel, `GLOCAL` below). `glocal-search` chooses its epochs on the same held-out 10% of
+u1.base: for each `GLOCAL_GRID` setting it pre-trains for `pre` epochs keeping the best
+held-out epoch's weights (`best_save_name`), then fine-tunes from them for `fine` epochs;
+the chosen counts are the best held-out epochs of each phase (0 fine-tuning epochs when no
+fine-tuning epoch beats the pre-trained model).
+
+    python benchmarks/collab_accuracy.py glocal-search    # the selection, u1.base only
+    python benchmarks/collab_accuracy.py ml100k --only-glocal
 
 `kfold5` is Surprise's `KFold(n_splits=5, random_state=0)` protocol on ml-100k's u.data,
-reproduced without Surprise: the rows in file order, shuffled by
+reproduced without Surprise (`surprise_kfold`): the rows in file order, shuffled by
 `np.random.RandomState(0).shuffle`, cut into 5 consecutive folds (the first `n % 5` one row
 longer), each fold the test set of a model trained on the other four; mean RMSE over folds.
 """
@@ -38,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import tempfile
 import time
 from pathlib import Path
 
@@ -54,6 +66,7 @@ from minifast.collab import (
     load_ratings,
     movielens_path,
 )
+from minifast.collab.glocal import glocal_learner
 from minifast.data import get_cv_idxs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,29 +126,87 @@ def autorec_search(args) -> None:
         print(f"u1.base held-out 10%: autorec {cfg}: RMSE {r:.4f} ({time.perf_counter() - t:.0f}s)")
 
 
+# glocal's settings (GLocal-K's ml-100k ones: n_hid 500, n_dim 5, 2 layers, lambda_s 0.006,
+# gk_size 3, L-BFGS max_iter 5 a step); the epoch counts as `glocal-search` chose them
+GLOCAL = {"pre": 25, "fine": 0, "lambda_2": 20.0, "dot_scale": 1.0}
+GLOCAL_GRID = [
+    {**GLOCAL, "pre": 30, "fine": 15},
+    {**GLOCAL, "pre": 30, "fine": 15, "dot_scale": 0.01},
+]
+
+
+def fit_glocal(cf, val, cfg: dict, seed: int, verbose: bool = False,
+               keep_best_in=None) -> tuple[float, list[float], list[float]]:
+    """One `glocal_learner` run of `cfg` (`pre` epochs, `fine_tune()`, `fine` epochs at the
+    constant L-BFGS step 1): `(final validation RMSE, the pre-training's validation RMSE per
+    epoch, the fine-tuning's)`. `keep_best_in` (a folder; the search only) fine-tunes from
+    the best pre-training epoch's weights, saved there, instead of the last."""
+    learn = glocal_learner(cf, val, lambda_2=cfg["lambda_2"], dot_scale=cfg["dot_scale"],
+                           seed=seed, path=keep_best_in or cf.path)
+    r = learn.fit(1.0, cfg["pre"], verbose=verbose, progress=False,
+                  best_save_name="glocal_pre" if keep_best_in else None)
+    pre = [float(np.sqrt(h["val_loss"])) for h in r.history]
+    if keep_best_in:
+        learn.load("glocal_pre", with_opt=False)
+    fine = []
+    if cfg["fine"]:
+        learn.fine_tune()
+        r = learn.fit(1.0, cfg["fine"], verbose=verbose, progress=False)
+        fine = [float(np.sqrt(h["val_loss"])) for h in r.history]
+    return (fine or pre)[-1], pre, fine
+
+
+def glocal_search(args) -> None:
+    """Each `GLOCAL_GRID` setting on a held-out 10% of u1.base (u1.test unused): the best
+    held-out epoch of pre-training, then of fine-tuning from it."""
+    path = _data("ml-100k", args.data)
+    base, _ = load_ml100k_split(path, "u1")
+    cf = CollabFilterDataset.from_data_frame(path, base, "userId", "movieId", "rating")
+    hold = get_cv_idxs(len(base), val_pct=0.1, seed=42)
+    for cfg in GLOCAL_GRID:
+        t = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            _, pre, fine = fit_glocal(cf, hold, cfg, args.seed, args.verbose, keep_best_in=tmp)
+        p = int(np.argmin(pre)) + 1
+        f = int(np.argmin(fine)) + 1 if fine and min(fine) < pre[p - 1] else 0
+        best = fine[f - 1] if f else pre[p - 1]
+        print(f"u1.base held-out 10%: glocal {cfg}: chosen pre {p}, fine {f}: RMSE {best:.4f} "
+              f"({time.perf_counter() - t:.0f}s)")
+        print(f"  pre-training RMSE by epoch: {' '.join(f'{v:.4f}' for v in pre)}")
+        print(f"  fine-tuning RMSE by epoch:  {' '.join(f'{v:.4f}' for v in fine)}", flush=True)
+
+
+def surprise_kfold(n: int, k: int = 5, seed: int = 0) -> list[np.ndarray]:
+    """The test rows of each fold of Surprise's `KFold(n_splits=k, random_state=seed)` over
+    `n` ratings in file order (sorted within each fold)."""
+    order = np.arange(n)
+    np.random.RandomState(seed).shuffle(order)
+    sizes = [n // k + (i < n % k) for i in range(k)]
+    return [np.sort(order[stop - size:stop]) for size, stop in zip(sizes, np.cumsum(sizes),
+                                                                   strict=True)]
+
+
 def kfold5(args) -> None:
-    """Surprise's KFold(n_splits=5, random_state=0) on u.data: genres and autorec RMSE per fold."""
+    """Surprise's KFold(n_splits=5, random_state=0) on u.data: genres, autorec and glocal RMSE
+    per fold."""
     path = _data("ml-100k", args.data)
     df = load_ratings(path)
-    n, k = len(df), 5
-    order = np.arange(n)
-    np.random.RandomState(0).shuffle(order)
-    sizes = [n // k + (i < n % k) for i in range(k)]
     cf = CollabFilterDataset.from_data_frame(path, df, "userId", "movieId", "rating")
     genres = genre_features(load_movies(path), cf.idx2item)
-    out: dict[str, list[float]] = {"genres": [], "autorec": []}
-    for f, stop in enumerate(np.cumsum(sizes)):
-        val = np.sort(order[stop - sizes[f]:stop])
+    out: dict[str, list[float]] = {"genres": [], "autorec": [], "glocal": []}
+    for f, val in enumerate(surprise_kfold(len(df))):
         torch.manual_seed(args.seed)
         learn = cf.get_learner(40, val, 64, y_range=(0, 5.5), seed=args.seed, model="features",
                                model_kwargs={"item_features": genres}, emb_l2=1.0,
                                emb_l2_bias=0.1, emb_l2_alpha=0.5)
         r = learn.fit(3e-3, 1, cycle_len=8, use_clr_beta=(25, 20, 0.95, 0.85), verbose=False)
         out["genres"].append(float(np.sqrt(r[0])))
-        out["autorec"].append(fit_autorec(cf, val, AUTOREC, args.seed))
-        print(f"ml-100k 5-fold, fold {f}: genres {out['genres'][-1]:.4f}, "
-              f"autorec {out['autorec'][-1]:.4f}", flush=True)
-    for key, v in out.items():
+        if not args.skip_autorec:
+            out["autorec"].append(fit_autorec(cf, val, AUTOREC, args.seed))
+        out["glocal"].append(fit_glocal(cf, val, GLOCAL, args.seed)[0])
+        print(f"ml-100k 5-fold, fold {f}: " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in out.items()
+                                                      if v), flush=True)
+    for key, v in ((k, v) for k, v in out.items() if v):
         print(f"ml-100k 5-fold (Surprise KFold(5, random_state=0)): {key} config: mean "
               f"{np.mean(v):.4f}, worst {max(v):.4f}")
 
@@ -150,6 +221,8 @@ def ml100k(args) -> None:
     verbose = args.verbose
     if args.only_autorec:
         return ml100k_autorec(cf, val, args)
+    if args.only_glocal:
+        return ml100k_glocal(cf, val, args)
 
     def rmse(res) -> float:
         return float(np.sqrt(res[0]))
@@ -186,6 +259,7 @@ def ml100k(args) -> None:
               f"test RMSE {avg:.4f}")
     if not args.skip_autorec:
         ml100k_autorec(cf, val, args)
+    ml100k_glocal(cf, val, args)
 
 
 def ml100k_autorec(cf, val, args) -> None:
@@ -199,14 +273,29 @@ def ml100k_autorec(cf, val, args) -> None:
           f"worst {max(scores):.4f}")
 
 
+def ml100k_glocal(cf, val, args) -> None:
+    """The glocal configuration on u1.test, `--seeds` seeds."""
+    scores = []
+    for s in range(args.seeds):
+        t = time.perf_counter()
+        scores.append(fit_glocal(cf, val, GLOCAL, args.seed + s, args.verbose)[0])
+        print(f"ml-100k u1: glocal config, seed {args.seed + s} ({GLOCAL}): test RMSE "
+              f"{scores[-1]:.4f} ({time.perf_counter() - t:.0f}s)", flush=True)
+    print(f"ml-100k u1: glocal config, {len(scores)} seeds: mean {np.mean(scores):.4f}, "
+          f"worst {max(scores):.4f}")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["lesson", "ml100k", "autorec-search", "kfold5"])
+    ap.add_argument("what", choices=["lesson", "ml100k", "autorec-search", "glocal-search",
+                                     "kfold5"])
     ap.add_argument("--data", default=None, help="MovieLens folder or name (default: shared copy)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, default=3, help="ml100k: seeds per configuration")
     ap.add_argument("--verbose", action="store_true", help="print every epoch's table")
-    ap.add_argument("--skip-autorec", action="store_true", help="ml100k: leave autorec out")
+    ap.add_argument("--skip-autorec", action="store_true", help="ml100k, kfold5: leave autorec out")
     ap.add_argument("--only-autorec", action="store_true", help="ml100k: autorec only")
+    ap.add_argument("--only-glocal", action="store_true", help="ml100k: glocal only")
     a = ap.parse_args()
-    {"lesson": lesson, "ml100k": ml100k, "autorec-search": autorec_search, "kfold5": kfold5}[a.what](a)
+    {"lesson": lesson, "ml100k": ml100k, "autorec-search": autorec_search,
+     "glocal-search": glocal_search, "kfold5": kfold5}[a.what](a)

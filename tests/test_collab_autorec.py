@@ -214,3 +214,20 @@ def test_glocal_fit_glocal_is_seeded(tmp_path):
         return learn.fit_glocal(2, 2, verbose=False, progress=False)[0]
 
     assert run() == run()
+
+
+def test_the_benchmarks_kfold5_folds_are_surprises(monkeypatch):
+    """benchmarks/collab_accuracy.py's `surprise_kfold` gives Surprise's own KFold test rows."""
+    surprise = pytest.importorskip("surprise")
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from collab_accuracy import surprise_kfold
+
+    n = 103  # n % 5 != 0: the first folds are one row longer
+    df = pd.DataFrame({"u": np.arange(n) % 7, "i": np.arange(n), "r": (np.arange(n) % 5) + 1.0})
+    data = surprise.Dataset.load_from_df(df, surprise.Reader(rating_scale=(1, 5)))
+    kf = surprise.model_selection.KFold(n_splits=5, random_state=0)
+    theirs = [sorted(int(iid) for _, iid, _ in test) for _, test in kf.split(data)]
+    ours = surprise_kfold(n, 5, 0)
+    assert [f.tolist() for f in ours] == theirs  # item id == row number
