@@ -103,7 +103,8 @@ class GLocalKLearner(AutoRecLearner):
 
     def fit_glocal(self, pre_epochs: int, fine_epochs: int, lr: float = 1.0, **kwargs):
         """Both phases: `fit(lr, pre_epochs)`, `fine_tune()`, `fit(lr, fine_epochs)` (keyword
-        arguments go to both `fit`s); returns the fine-tuning's `FitResult`."""
+        arguments go to both `fit`s); returns the fine-tuning's `FitResult`. A learner already
+        fine-tuning only continues that (`pre_epochs` is then unused)."""
         if not self.model.use_global_kernel:
             self.fit(lr, positive_int(pre_epochs, "pre_epochs"), **kwargs)
             self.fine_tune()
