@@ -1,28 +1,34 @@
 """End to end at MovieLens-25M scale on synthetic ratings: time and peak memory per stage.
 
-    python benchmarks/scale_25m.py [--scale 1.0|small] [--epochs 1] [--bs 8192]
+    python benchmarks/scale_25m.py [--scale 1.0|small] [--epochs 1] [--bs 8192] [--factors 50]
+                                   [--lr 5e-3] [--emb-l2 L] [--one-cycle] [--reps 1]
                                    [--modes dense sparse coalesce] [--surprise]
+                                   [--surprise-epochs E] [--target 1.10] [--threads 2]
 
 A ratings frame shaped like MovieLens 25M (162,541 users, 59,047 items, 25,000,095 ratings;
 `--scale` shrinks all three, 0.4 gives the issue's 10M-rating set, `small` a 250k-rating
 smoke run) from `synthetic_ratings` (low rank + noise, power-law popularity, with its exact
 noise floor), then: frame -> CollabFilterDataset (vectorised id mapping) -> `get_cv_idxs`
-split -> `get_learner` (EmbeddingDotBias, 50 factors) -> `fit` at bs=8192 with constant LR
-5e-3, for each mode -> `predict` on the validation rows. Modes:
+split -> `get_learner` (EmbeddingDotBias, `--factors` 50) -> `fit` at bs=8192 with constant LR
+5e-3 (or `--lr`, `--one-cycle`), for each mode -> `predict` on the validation rows. Modes:
 
 - `dense`: fused Adam (get_learner's default);
 - `sparse`: `get_learner(sparse=True)`: sparse embedding gradients, `LazyAdam`'s row-wise step;
 - `coalesce`: sparse gradients with the step LazyAdam took before the row-wise path (coalesce,
   then per-parameter row gathers), kept here as the baseline the row-wise step is measured
   against;
-- `--surprise`: also Surprise's SVD (50 factors, its default SGD) on the same split, where
-  scikit-surprise is installed ("not installed" otherwise).
+- `--surprise`: also Surprise's SVD (50 factors, its default SGD, `--surprise-epochs`) on
+  the same split, where scikit-surprise is installed ("not installed" otherwise); it takes
+  its turn in the rotation like the other modes.
 
 Each stage prints its wall time, the process's resident memory after it and the peak so far
 (VmHWM); the peak is reset before each mode (where /proc/self/clear_refs allows), so the
 summary's peak RSS is that mode's (the data set's memory included). The summary: seconds
 per epoch (each epoch), ratings/s, validation MSE against the noise floor (the best any
-model can do), peak RSS. Modes run interleaved when `--reps` > 1 (A B C, B C A, ...).
+model can do), peak RSS; then the time to validation MSE within `--target` (1.10) of the
+noise floor: the epochs' seconds summed until an epoch's validation MSE reached it (Surprise
+reports only its final MSE, so its time is its whole fit, or "not reached"). Modes run
+interleaved when `--reps` > 1 (A B C, B C A, ...).
 Threads: `--threads` (default 2).
 """
 
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import os
 import statistics
 import sys
@@ -138,7 +145,7 @@ def run_mode(mode: str, cf, val_idxs, args, st: Stages, floor: float) -> dict:
     t0 = time.perf_counter()
     torch.manual_seed(0)
     kw = {"opt_fn": coalesce_lazy_adam()} if mode == "coalesce" else {}
-    learn = cf.get_learner(50, val_idxs, args.bs, seed=0, sparse=mode != "dense",
+    learn = cf.get_learner(args.factors, val_idxs, args.bs, seed=0, sparse=mode != "dense",
                            emb_l2=args.emb_l2, **kw)
     st(f"{mode}: get_learner (data + model + optimiser)", t0,
        f"{type(learn.opt).__name__}, {sum(p.numel() for p in learn.model.parameters()):,} params")
@@ -156,15 +163,19 @@ def run_mode(mode: str, cf, val_idxs, args, st: Stages, floor: float) -> dict:
     mse = float(np.mean((preds.reshape(-1) - learn.data.val_y.reshape(-1)) ** 2))
     st(f"{mode}: predict (validation)", t0, f"{len(preds):,} predictions, MSE {mse:.4f}")
     n_trn = len(learn.data.trn_y)
+    curve = [(t, h["val_loss"]) for t, h in zip(itertools.accumulate(times), res.history)]
     del learn, res, preds
     gc.collect()
     return {"mode": mode, "epochs": times, "ratings_s": n_trn * len(times) / sum(times),
-            "mse": mse, "peak_mb": vm_mb("VmHWM")}
+            "mse": mse, "peak_mb": vm_mb("VmHWM"),
+            "curve": curve}
 
 
 def run_surprise(cf, val_idxs, args, st: Stages) -> dict | None:
-    """Surprise's SVD (50 factors) for `--epochs` epochs on the same split, or None when
-    scikit-surprise is not installed."""
+    """Surprise's SVD (50 factors, its default learning rate and regularisation) for
+    `--surprise-epochs` epochs (default `--epochs`) on the same split, or None when
+    scikit-surprise is not installed. Its trainset is built (and freed) in each run, so the
+    other modes' memory figures do not include it."""
     try:
         import pandas as pd
         from surprise import SVD, Dataset, Reader
@@ -181,15 +192,19 @@ def run_surprise(cf, val_idxs, args, st: Stages) -> dict | None:
     del frame
     st("surprise: trainset", t0)
     t0 = time.perf_counter()
-    algo = SVD(n_factors=50, n_epochs=args.epochs, random_state=0)
+    epochs = args.surprise_epochs or args.epochs
+    algo = SVD(n_factors=50, n_epochs=epochs, random_state=0)
     algo.fit(trainset)
     fit_s = time.perf_counter() - t0
-    st(f"surprise: SVD fit {args.epochs} epoch(s)", t0)
+    st(f"surprise: SVD fit {epochs} epoch(s)", t0)
     preds = np.array([algo.predict(u, i).est for u, i in zip(users[~trn], items[~trn])])
     mse = float(np.mean((preds - y[~trn]) ** 2))
-    return {"mode": "surprise SVD", "epochs": [fit_s / args.epochs] * args.epochs,
-            "ratings_s": int(trn.sum()) * args.epochs / fit_s, "mse": mse,
-            "peak_mb": vm_mb("VmHWM")}
+    peak = vm_mb("VmHWM")
+    del algo, trainset, data
+    gc.collect()
+    return {"mode": "surprise SVD", "epochs": [fit_s / epochs] * epochs,
+            "ratings_s": int(trn.sum()) * epochs / fit_s, "mse": mse, "peak_mb": peak,
+            "curve": [(fit_s, mse)]}
 
 
 def summary(rows: list[dict], floor: float, surprise: str) -> str:
@@ -227,6 +242,11 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=1, help="runs of each mode, interleaved")
     ap.add_argument("--surprise", action="store_true", help="also Surprise's SVD, if installed")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--factors", type=int, default=50, help="minifast's n_factors")
+    ap.add_argument("--surprise-epochs", type=int, default=None,
+                    help="Surprise SVD's n_epochs (default: --epochs)")
+    ap.add_argument("--target", type=float, default=1.10,
+                    help="report the time to validation MSE <= this x the noise floor")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -252,33 +272,48 @@ def main(argv=None):
     val_idxs = get_cv_idxs(cf.n)
     st("get_cv_idxs", t0, f"{len(val_idxs):,} validation rows")
 
-    rows = []
+    rows, surprise = [], ""
+    modes = list(args.modes) + (["surprise"] if args.surprise else [])
     for rep in range(args.reps):
-        k = rep % len(args.modes)
-        for mode in args.modes[k:] + args.modes[:k]:  # rotated: A B C, B C A, ...
-            rows.append(run_mode(mode, cf, val_idxs, args, st, floor))
+        k = rep % len(modes)
+        for mode in modes[k:] + modes[:k]:  # rotated: A B C, B C A, ...
+            if mode != "surprise":
+                rows.append(run_mode(mode, cf, val_idxs, args, st, floor))
+            elif (res := run_surprise(cf, val_idxs, args, st)) is None:
+                surprise = "not installed"
+            else:
+                rows.append(res)
     rows = merge_reps(rows)
-    surprise = ""
-    if args.surprise:
-        res = run_surprise(cf, val_idxs, args, st)
-        if res is None:
-            surprise = "not installed"
-        else:
-            rows.append(res)
     peak = ("peak RSS per mode (data set included)" if reset_peak_rss() else
             "peak RSS so far (this system does not let VmHWM be reset: cumulative)")
     print(f"\nnoise floor {floor:.4f}; load at the end {os.getloadavg()[0]:.2f}; "
           f"{args.reps} rep(s) per mode; {peak}")
     print(summary(rows, floor, surprise))
+    print(time_to_target(rows, floor, args.target))
     return 0
+
+
+def time_to_target(rows: list[dict], floor: float, target: float) -> str:
+    """Per mode: the seconds of training (epochs summed, median over reps) until validation
+    MSE first reached `target` x the noise floor, or how close it came."""
+    goal = target * floor
+    lines = [f"\ntime to validation MSE <= {target:.2f} x noise floor ({goal:.4f}):",
+             "| mode | seconds to target (each rep) | best val MSE (x floor) |", "|---|---|---:|"]
+    for r in rows:
+        hit = [next((f"{t:.1f}" for t, mse in curve if mse <= goal), "not reached")
+               for curve in r["curves"]]
+        best = min(mse for curve in r["curves"] for _, mse in curve)
+        lines.append(f"| {r['mode']} | {', '.join(hit)} | {best:.4f} ({best / floor:.3f}x) |")
+    return "\n".join(lines)
 
 
 def merge_reps(rows: list[dict]) -> list[dict]:
     """One row per mode: every rep's epochs, median ratings/s, the last MSE, the largest peak."""
     out = {}
     for r in rows:
-        m = out.setdefault(r["mode"], {**r, "epochs": [], "rs": []})
+        m = out.setdefault(r["mode"], {**r, "epochs": [], "rs": [], "curves": []})
         m["epochs"] += r["epochs"]
+        m["curves"].append(r["curve"])
         m["rs"].append(r["ratings_s"])
         m["mse"], m["peak_mb"] = r["mse"], max(m["peak_mb"], r["peak_mb"])
     for m in out.values():

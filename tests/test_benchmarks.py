@@ -61,6 +61,7 @@ def test_scale_25m_small_reports_every_mode(bench, capsys):
     mse = {m: float(rows[m].split("|")[5].split()[0]) for m in ("sparse", "coalesce")}
     assert mse["sparse"] == pytest.approx(mse["coalesce"], abs=1e-4)
     assert "surprise SVD" in out  # its row, or "not installed"
+    assert "time to validation MSE <= 1.10 x noise floor" in out
     with pytest.raises(SystemExit):
         scale_25m.main(["--scale", "huge"])
 
