@@ -61,7 +61,7 @@ def test_scale_25m_small_reports_every_mode(bench, capsys):
     mse = {m: float(rows[m].split("|")[5].split()[0]) for m in ("sparse", "coalesce")}
     assert mse["sparse"] == pytest.approx(mse["coalesce"], abs=1e-4)
     assert "surprise SVD" in out  # its row, or "not installed"
-    assert "time to validation MSE <= 1.10 x noise floor" in out
+    assert "time to validation MSE within a factor of the noise floor" in out and "s to <= 1.10x" in out
     with pytest.raises(SystemExit):
         scale_25m.main(["--scale", "huge"])
 
@@ -82,7 +82,9 @@ def test_topn_compares_every_system_on_one_split(bench, capsys):
     code = topn.main(["--data", "no-such-data", "--seeds", "2", "--no-anchors"])
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
-    assert [r.split("|")[1].strip() for r in rows[1:]] == ["popularity", "minifast softmax"]
+    labels = [r.split("|")[1].strip() for r in rows[1:]]
+    assert len(labels) == 2 and labels[0] == "popularity"
+    assert labels[1].startswith("minifast softmax")  # "(ItemSetMF)" when the recipe uses it
     pop, mine = ([float(c) for c in r.split("|")[2:7]] for r in rows[1:])
     assert pop[0] == pop[1]  # one deterministic run: mean == worst
     assert 0 < mine[1] <= mine[0] <= 1 and 0 < mine[3] <= mine[2] <= 1

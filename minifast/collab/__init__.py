@@ -15,6 +15,7 @@ from .autorec import (
 )
 from .dataset import CollabFilterDataset
 from .download import ChecksumError, download_movielens, movielens_cache_dir, safe_extract
+from .glocal import GlobalKernel, GLocalK, GLocalKLearner, glocal_learner
 from .ids import UnknownIdError
 from .interactions import Interactions
 from .interpret import (
@@ -26,8 +27,9 @@ from .interpret import (
     plot_items_pca,
     plot_pred_vs_actual,
 )
+from .itemset_model import ItemSetMF
 from .learner import CollabFilterLearner
-from .losses import bpr_loss, sampled_softmax_loss
+from .losses import bpr_loss, full_softmax_loss, sampled_softmax_loss
 from .metrics import (
     RankingMetric,
     map_at_k,
@@ -56,7 +58,7 @@ from .movielens import (
 )
 from .ranking_model import ImplicitMF, item_scores
 from .recommender import ExportedRecommender, export_recommender
-from .sampling import NegativeSamplingLoader
+from .sampling import NegativeSamplingLoader, PositivesLoader
 from .synthetic import synthetic_ratings
 
 __all__ = [
@@ -72,7 +74,9 @@ __all__ = [
     "synthetic_ratings",
     "AutoRec", "AutoRecData", "AutoRecLearner", "KernelLayer", "autorec_data", "autorec_learner",
     "masked_mse",
-    "Interactions", "NegativeSamplingLoader", "bpr_loss", "sampled_softmax_loss",
-    "ImplicitMF", "item_scores", "map_at_k", "topn_scores",
+    "GlobalKernel", "GLocalK", "GLocalKLearner", "glocal_learner",
+    "Interactions", "NegativeSamplingLoader", "PositivesLoader", "bpr_loss", "full_softmax_loss",
+    "sampled_softmax_loss",
+    "ImplicitMF", "ItemSetMF", "item_scores", "map_at_k", "topn_scores",
     "ExportedRecommender", "export_recommender",
 ]

@@ -7,10 +7,11 @@ around it.
 from .events import EVENTS, Callback, CallbackHandler, StopTraining
 from .loop import epoch_batches, predict, run_loop, train_epoch, validate
 from .state import FitState
-from .stepper import NonFiniteLossError, Stepper, check_output_shape
+from .stepper import ClosureStepper, NonFiniteLossError, Stepper, check_output_shape, needs_closure
 
 __all__ = [
     "EVENTS", "Callback", "CallbackHandler", "StopTraining",
     "epoch_batches", "predict", "run_loop", "train_epoch", "validate",
-    "FitState", "NonFiniteLossError", "Stepper", "check_output_shape",
+    "FitState", "NonFiniteLossError", "Stepper", "ClosureStepper", "check_output_shape",
+    "needs_closure",
 ]
