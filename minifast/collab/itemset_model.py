@@ -20,14 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checks import positive_int
 from .interactions import Interactions
-from .models import CollabModel, get_emb
+from .models import get_emb
+from .ranking_model import ImplicitMF
 
 __all__ = ["ItemSetMF"]
 
 
-class ItemSetMF(CollabModel):
+class ItemSetMF(ImplicitMF):
     """Matrix factorisation plus the user's item set: see the module docstring.
 
     `ItemSetMF(n_factors, n_users, n_items, seen=Interactions, alpha=0.5, dropout=0.0)`:
@@ -35,15 +35,14 @@ class ItemSetMF(CollabModel):
     move with the model); `alpha` the normalisation exponent of the sum (0.5 as SVD++);
     `dropout`, in training, drops each item of a user's set with that probability (a
     denoising regulariser for the `p` rows; the sum is rescaled by `1 / (1 - dropout)`).
-    `u`, `i` (the `q_j`) and `ib` are named as in `ImplicitMF`, so `emb_l2` penalises them;
-    `p` holds the item-set rows. Calling conventions as `ImplicitMF`'s.
+    `u`, `i` (the `q_j`) and `ib` are `ImplicitMF`'s (this is one, plus the item set), so
+    `emb_l2` penalises them; `p` holds the item-set rows. Calling conventions as
+    `ImplicitMF`'s.
     """
 
     def __init__(self, n_factors: int, n_users: int, n_items: int, *, seen: Interactions,
                  alpha: float = 0.5, dropout: float = 0.0):
-        super().__init__()
-        n_factors = positive_int(n_factors, "n_factors")
-        n_users, n_items = positive_int(n_users, "n_users"), positive_int(n_items, "n_items")
+        super().__init__(n_factors, n_users, n_items)  # u, i (the q_j), ib
         if not isinstance(seen, Interactions):
             raise TypeError(f"seen must be the training Interactions, got {type(seen).__name__}")
         if (seen.n_users, seen.n_items) != (n_users, n_items):
@@ -54,9 +53,7 @@ class ItemSetMF(CollabModel):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         self.alpha, self.dropout = float(alpha), float(dropout)
-        self.u, self.i = get_emb(n_users, n_factors), get_emb(n_items, n_factors)
-        self.p = get_emb(n_items, n_factors, 0.0, 0.0)
-        self.ib = get_emb(n_items, 1, 0.0, 0.0)
+        self.p = get_emb(n_items, self.u.embedding_dim, 0.0, 0.0)
         counts = torch.from_numpy(seen.counts.astype(np.int64))
         self.register_buffer("indptr", torch.from_numpy(seen.indptr.astype(np.int64)))
         self.register_buffer("indices", torch.from_numpy(seen.indices.astype(np.int64)))
@@ -103,16 +100,6 @@ class ItemSetMF(CollabModel):
             own = (self.p(items[r, c]) * q[r, c]).sum(1) * self.norm[users[r]]
             out = out.index_put((r, c), -own, accumulate=True)
         return out
-
-    def forward(self, cats: torch.Tensor, conts: torch.Tensor | None = None) -> torch.Tensor:
-        """`[bs, m]` scores of `cats[:, 1:]` for the users `cats[:, 0]` (`[bs, 1]` for plain
-        `(user, item)` pairs; `[bs, n_items]`, every item, for cats `[bs, 1]` of users alone:
-        a `PositivesLoader` batch); the 1-D `model(users, items)` form as the other models."""
-        if cats.ndim == 2 and cats.shape[1] == 1:
-            return self.score_items(cats[:, 0])
-        if cats.ndim != 2 or cats.shape[1] <= 2:
-            return super().forward(cats, conts)
-        return self._scores(cats[:, 0], cats[:, 1:])
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores `[n]` of the pairs `(users[j], items[j])`."""

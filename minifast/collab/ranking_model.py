@@ -45,8 +45,11 @@ class ImplicitMF(CollabModel):
             return self.score_items(cats[:, 0])
         if cats.ndim != 2 or cats.shape[1] <= 2:
             return super().forward(cats, conts)
-        u, items = self.u(cats[:, 0]), cats[:, 1:]
-        return torch.einsum("bf,bmf->bm", u, self.i(items)) + self.ib(items)[..., 0]
+        return self._scores(cats[:, 0], cats[:, 1:])
+
+    def _scores(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """`[bs, m]` scores of `items [bs, m]` for `users [bs]`."""
+        return torch.einsum("bf,bmf->bm", self.u(users), self.i(items)) + self.ib(items)[..., 0]
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores `[n]` of the pairs `(users[j], items[j])`."""
