@@ -51,6 +51,7 @@ import argparse
 import importlib.util
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -264,24 +265,26 @@ def ml100k(args) -> None:
 
 def ml100k_autorec(cf, val, args) -> None:
     """The autorec configuration on u1.test, `--seeds` seeds."""
-    scores = []
-    for s in range(args.seeds):
-        scores.append(fit_autorec(cf, val, AUTOREC, args.seed + s, args.verbose))
-        print(f"ml-100k u1: autorec config, seed {args.seed + s} ({AUTOREC}): test RMSE "
-              f"{scores[-1]:.4f}", flush=True)
-    print(f"ml-100k u1: autorec config, {len(scores)} seeds: mean {np.mean(scores):.4f}, "
-          f"worst {max(scores):.4f}")
+    ml100k_seeds("autorec", lambda seed: fit_autorec(cf, val, AUTOREC, seed, args.verbose),
+                 AUTOREC, args)
 
 
 def ml100k_glocal(cf, val, args) -> None:
     """The glocal configuration on u1.test, `--seeds` seeds."""
+    ml100k_seeds("glocal", lambda seed: fit_glocal(cf, val, GLOCAL, seed, args.verbose)[0],
+                 GLOCAL, args)
+
+
+def ml100k_seeds(name: str, fit: Callable[[int], float], cfg: dict, args) -> None:
+    """`fit(seed)`'s u1.test RMSE for `--seeds` seeds from `--seed`: a line per seed, then
+    the mean and the worst."""
     scores = []
     for s in range(args.seeds):
         t = time.perf_counter()
-        scores.append(fit_glocal(cf, val, GLOCAL, args.seed + s, args.verbose)[0])
-        print(f"ml-100k u1: glocal config, seed {args.seed + s} ({GLOCAL}): test RMSE "
+        scores.append(fit(args.seed + s))
+        print(f"ml-100k u1: {name} config, seed {args.seed + s} ({cfg}): test RMSE "
               f"{scores[-1]:.4f} ({time.perf_counter() - t:.0f}s)", flush=True)
-    print(f"ml-100k u1: glocal config, {len(scores)} seeds: mean {np.mean(scores):.4f}, "
+    print(f"ml-100k u1: {name} config, {len(scores)} seeds: mean {np.mean(scores):.4f}, "
           f"worst {max(scores):.4f}")
 
 

@@ -120,7 +120,10 @@ class AutoRec(nn.Module):
 
     def reconstruct(self, items: torch.Tensor) -> torch.Tensor:
         """The network's raw reconstruction of the rows `items` (no clamping, no fallback)."""
-        x = self.inputs[items]
+        return self.network(self.inputs[items])
+
+    def network(self, x: torch.Tensor) -> torch.Tensor:
+        """The kernel layers (with dropout between them) on input rows `x` `[n, n_users]`."""
         for layer in self.layers[:-1]:
             x = self.dropout(layer(x))
         return self.layers[-1](x)

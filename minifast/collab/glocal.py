@@ -77,18 +77,13 @@ class GLocalK(AutoRec):
         self.global_kernel = GlobalKernel(ratings.shape[0], gk_size, dot_scale)
         self.use_global_kernel = False
 
-    def _network(self, x: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers[:-1]:
-            x = self.dropout(layer(x))
-        return self.layers[-1](x)
-
     def reconstruct(self, items: torch.Tensor) -> torch.Tensor:
         """The network's raw reconstruction of the rows `items`; with the global kernel, of
         the convolved matrix (the whole matrix is reconstructed once to make the kernel)."""
         if not self.use_global_kernel:
-            return self._network(self.inputs[items])
-        kernel = self.global_kernel(self._network(self.inputs))
-        return self._network(self.global_kernel.convolve(self.inputs, kernel)[items])
+            return super().reconstruct(items)
+        kernel = self.global_kernel(self.network(self.inputs))
+        return self.network(self.global_kernel.convolve(self.inputs, kernel)[items])
 
 
 class GLocalKLearner(AutoRecLearner):

@@ -229,15 +229,22 @@ class Stepper:
             bad = self._bad_targets(y)
             raise NonFiniteLossError(f"loss is {total}", "loss", self._weights_finite(), bad)
 
-    def _check_loss_and_grads(self, raw_loss, total, norm, y) -> tuple[float, bool]:
-        """`(raw loss, whether the step may be taken)`, from one host sync; raises when the
-        loss or (with `check_grads`, without a gradient scaler) the gradients are not finite."""
+    def _loss_and_norm(self, raw_loss, total, norm=None) -> tuple[float, float, float]:
+        """`(raw loss, total loss, gradient norm)` as floats from one host sync; the norm is
+        `norm` when given (clipping computed it), else the gradients' with `check_grads`,
+        else 0."""
         if norm is None:
             grads = [p.grad for p in self.model.parameters() if p.grad is not None]
             norm = (torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
                     if grads and self.check_grads else torch.zeros((), device=total.device))
         raw, total_f, norm_f = torch.stack([raw_loss.float(), total.float(),
                                             norm.float().to(total.device)]).tolist()
+        return raw, total_f, norm_f
+
+    def _check_loss_and_grads(self, raw_loss, total, norm, y) -> tuple[float, bool]:
+        """`(raw loss, whether the step may be taken)`, from one host sync; raises when the
+        loss or (with `check_grads`, without a gradient scaler) the gradients are not finite."""
+        raw, total_f, norm_f = self._loss_and_norm(raw_loss, total, norm)
         if math.isfinite(total_f) and math.isfinite(norm_f):
             return raw, True
         if not self.stop_on_nan and self.scaler is None:
@@ -366,7 +373,7 @@ class ClosureStepper(Stepper):
                 loss = state.loss_tensor
             loss.backward()
             cbs("on_backward_end")
-            raw, total, norm = self._loss_and_norm(raw_loss, loss)
+            raw, total, norm = self._loss_and_norm(raw_loss.detach(), loss.detach())
             if not first:
                 first.append(raw)
             if self.stop_on_nan and not (math.isfinite(total) and math.isfinite(norm)):
@@ -390,14 +397,3 @@ class ClosureStepper(Stepper):
         cbs("on_step_end")
         self.opt.zero_grad(set_to_none=True)
         return first[0] if first else float("nan")
-
-    def _loss_and_norm(self, raw_loss: torch.Tensor, loss: torch.Tensor) -> tuple[float, float, float]:
-        """`(raw loss, total loss, gradient norm)` in one host sync (the norm is 0 unless
-        `check_grads`)."""
-        parts = [raw_loss.detach().float(), loss.detach().float()]
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if self.check_grads and grads:
-            parts.append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-                         .float().to(parts[0].device))
-        vals = torch.stack(parts).tolist()
-        return vals[0], vals[1], vals[2] if len(vals) > 2 else 0.0
