@@ -37,7 +37,7 @@ from .export import export_model
 from .optim.groups import ParamGroups, layer_groups, set_trainable
 from .optim.hypers import get_moms, load_opt_state, set_lrs, set_moms
 from .optim.sparse import LazyAdam, check_sparse_optimizer, has_sparse_embeddings
-from .runtime.device import T, default_device
+from .runtime.device import T, default_device, loader_device
 from .runtime.modules import eval_mode, model_device, place_model, unwrap
 from .runtime.ranks import is_main_process, launched_world_size
 from .runtime.rng import get_rng_states, set_rng_states
@@ -179,7 +179,7 @@ class Learner:
         self.fused = fused
         self.path = Path(path if path is not None else data.path)
         self.sched: LR_Updater | None = None
-        place_model(model, getattr(data.trn_dl, "device", None) or default_device())
+        place_model(model, loader_device(data.trn_dl))
         self.param_groups = ParamGroups(model, no_decay)
         self.opt = self.param_groups.build(opt_fn, fused)
 

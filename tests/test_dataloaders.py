@@ -335,3 +335,13 @@ def test_star_import_gives_path():
     ns: dict = {}
     exec("from minifast.all import *", ns)
     assert ns["Path"] is __import__("pathlib").Path
+
+
+def test_loader_device_is_the_loaders_own_else_the_default():
+    from minifast.runtime.device import default_device, loader_device
+
+    arr = mf.ArrayLoader(torch.zeros(4, 1), torch.zeros(4, 0), torch.zeros(4, 1), batch_size=2,
+                         device="meta")
+    assert loader_device(arr) == torch.device("meta")
+    plain = DataLoader(TensorDataset(torch.zeros(4, 1)), batch_size=2)
+    assert loader_device(plain) == default_device()

@@ -21,7 +21,7 @@ from torch import nn
 from ..checks import check_batch_size, positive_int
 from ..data import ColumnarModelData, ModelData
 from ..optim.sparse import prefer_sparse, sparse_embeddings
-from ..runtime.device import default_device
+from ..runtime.device import loader_device
 from .ids import lookup_ids, map_ids
 from .interactions import Interactions
 from .itemset_model import ItemSetMF
@@ -418,9 +418,8 @@ class CollabFilterDataset:
                                           model_kwargs or {}, seed, loss, n_neg, neg_sampling,
                                           emb_l2)
         if sparse == "auto":
-            device = getattr(data.trn_dl, "device", None) or default_device()
             sparse = (loss == "mse" and kwargs.get("opt_fn") is None and not kwargs.get("clip")
-                      and prefer_sparse(m, bs, device))
+                      and prefer_sparse(m, bs, loader_device(data.trn_dl)))
         if sparse:
             sparse_embeddings(m)
         if emb_l2 is not None:

@@ -17,13 +17,19 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["default_device", "as_tensor", "T", "to_device", "same_device", "batch_mover",
-           "gather_rows"]
+__all__ = ["default_device", "loader_device", "as_tensor", "T", "to_device", "same_device",
+           "batch_mover", "gather_rows"]
 
 
 def default_device() -> torch.device:
     """The device minifast trains on unless told otherwise: CUDA when available, else CPU."""
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def loader_device(dl) -> torch.device:
+    """Where a training run on loader `dl` trains: the loader's own `device` (an
+    `ArrayLoader`'s), else `default_device()` (a torch `DataLoader` yields host batches)."""
+    return getattr(dl, "device", None) or default_device()
 
 
 def as_tensor(x) -> torch.Tensor:
