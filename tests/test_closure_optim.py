@@ -15,6 +15,7 @@ from torch import nn
 from minifast import ArrayLoader, Callback, Learner, ModelData
 from minifast.core.events import CallbackHandler
 from minifast.core.stepper import ClosureStepper, NonFiniteLossError, Stepper, needs_closure
+from minifast.optim.lbfgs import RestartingLBFGS
 
 
 def _problem(tmp_path, bs=None, seed=0):
@@ -188,3 +189,80 @@ def test_resume_from_a_checkpoint_is_bit_identical(tmp_path):
 
     full = assert_resumes_exactly(run, tmp_path / "ckpt", 3, 7)
     assert full["opt"]["state"][0]["old_dirs"].shape[0] == 4  # the history was in use
+
+
+def _quadratic(seed=0):
+    """An ill-conditioned quadratic in 6 weights (curvatures 0.01 to 100) and its closure."""
+    w = nn.Parameter(torch.randn(6, generator=torch.Generator().manual_seed(seed)))
+    h = torch.logspace(-2, 2, 6)
+
+    def closure():
+        w.grad = None
+        loss = (h * w ** 2).sum() + (w.sum() - 1) ** 2
+        loss.backward()
+        return loss
+    return w, closure
+
+
+def test_restarting_lbfgs_step_is_a_fresh_lbfgs_run_of_max_iter_iterations():
+    w, closure = _quadratic()
+    opt = RestartingLBFGS([w], max_iter=4, history_size=3)
+    assert opt.defaults["max_eval"] == 4 * 25 and opt.defaults["line_search_fn"] == "strong_wolfe"
+    for _ in range(3):
+        start = w.detach().clone()
+        opt.step(closure)
+        assert opt.state[w]["n_iter"] == 4  # not accumulated over steps: the memory restarted
+        fresh_w, fresh_closure = _quadratic()
+        with torch.no_grad():
+            fresh_w.copy_(start)
+        torch.optim.LBFGS([fresh_w], max_iter=4, max_eval=100, history_size=3,
+                          line_search_fn="strong_wolfe").step(fresh_closure)
+        assert torch.equal(w, fresh_w)
+
+
+def _rosenbrock():
+    w = nn.Parameter(torch.tensor([-1.5, 2.0]))
+
+    def closure():
+        w.grad = None
+        loss = 100 * (w[1] - w[0] ** 2) ** 2 + (1 - w[0]) ** 2
+        loss.backward()
+        return loss.detach()
+    return w, closure
+
+
+def test_torch_lbfgs_default_eval_cap_cuts_the_iterations_restarting_lbfgs_runs():
+    w, closure = _rosenbrock()  # its line searches need more than one evaluation
+    capped = torch.optim.LBFGS([w], max_iter=5, line_search_fn="strong_wolfe")  # max_eval 6
+    capped.step(closure)
+    w2, closure2 = _rosenbrock()
+    full = RestartingLBFGS([w2], max_iter=5)
+    full.step(closure2)
+    assert capped.state[w]["n_iter"] < 5 == full.state[w2]["n_iter"]
+    assert full.state[w2]["func_evals"] > 6
+
+
+@pytest.mark.parametrize("kwargs,name", [({"max_iter": 0}, "max_iter"), ({"max_eval": -1}, "max_eval"),
+                                         ({"history_size": 0}, "history_size")])
+def test_restarting_lbfgs_refuses_bad_settings(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        RestartingLBFGS([nn.Parameter(torch.zeros(2))], **kwargs)
+
+
+def test_restarting_lbfgs_trains_through_fit_and_resumes_bit_identically(tmp_path):
+    data, best = _problem(tmp_path, bs=32)
+
+    def run(callbacks, resume=None):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(10, 8), nn.Tanh(), nn.Linear(8, 1))
+        learn = Learner(data, model, opt_fn=functools.partial(RestartingLBFGS, max_iter=3,
+                                                              history_size=4), crit=F.mse_loss)
+        assert needs_closure(learn.opt)
+        res = learn.fit(0.5, 3, callbacks=callbacks, resume=resume, verbose=False,
+                        progress=False)
+        out = result(learn.model, learn.opt, res.recorder, res.history)
+        out["opt"]["state"] = _tensors(out["opt"]["state"])
+        return out
+
+    full = assert_resumes_exactly(run, tmp_path / "ckpt", 3, 7)
+    assert full["history"][-1]["val_loss"] < full["history"][0]["val_loss"]
