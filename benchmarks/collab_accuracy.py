@@ -128,11 +128,12 @@ def autorec_search(args) -> None:
 
 
 # glocal's settings (GLocal-K's ml-100k ones: n_hid 500, n_dim 5, 2 layers, lambda_s 0.006,
-# gk_size 3, L-BFGS max_iter 5 a step); the epoch counts as `glocal-search` chose them
-GLOCAL = {"pre": 25, "fine": 0, "lambda_2": 20.0, "dot_scale": 1.0}
+# gk_size 3, a restarted L-BFGS of max_iter 5 a step); the epoch counts as `glocal-search`
+# chose them
+GLOCAL = {"pre": 69, "fine": 0, "lambda_2": 20.0, "dot_scale": 1.0}
 GLOCAL_GRID = [
-    {**GLOCAL, "pre": 30, "fine": 15},
-    {**GLOCAL, "pre": 30, "fine": 15, "dot_scale": 0.01},
+    {**GLOCAL, "pre": 70, "fine": 15},
+    {**GLOCAL, "pre": 40, "fine": 20},
 ]
 
 

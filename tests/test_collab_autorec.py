@@ -9,6 +9,7 @@ import pytest
 import torch
 from resume_worker import assert_resumes_exactly, result
 
+import minifast as mf
 from minifast.collab import (
     AutoRec,
     CollabFilterDataset,
@@ -182,7 +183,9 @@ def test_glocal_pretrain_then_fine_tune_with_lbfgs(tmp_path):
     cf = _cf(tmp_path)
     val = np.arange(0, cf.n, 5)
     learn = glocal_learner(cf, val, n_hid=16, n_dim=3, lambda_2=1.0, max_iter=5, seed=0)
-    assert isinstance(learn.model, GLocalK) and isinstance(learn.opt, torch.optim.LBFGS)
+    # GLocal-K's per-epoch SciPy call: a fresh L-BFGS run of max_iter iterations each epoch
+    assert isinstance(learn.model, GLocalK) and isinstance(learn.opt, mf.optim.RestartingLBFGS)
+    assert learn.opt.defaults["max_iter"] == 5 and learn.opt.defaults["history_size"] == 10
     assert len(learn.data.trn_dl) == 1  # full batch: every item at once
     items, y = next(iter(learn.data.trn_dl))
     assert learn.model(items).shape == (cf.n_items, cf.n_users)
@@ -214,6 +217,22 @@ def test_glocal_fit_glocal_is_seeded(tmp_path):
         return learn.fit_glocal(2, 2, verbose=False, progress=False)[0]
 
     assert run() == run()
+
+
+def test_glocal_takes_another_optimiser(tmp_path):
+    import functools
+
+    from minifast.collab.glocal import glocal_learner
+
+    cf = _cf(tmp_path)
+    opt_fn = functools.partial(torch.optim.LBFGS, max_iter=2, max_eval=50, line_search_fn="strong_wolfe")
+    learn = glocal_learner(cf, np.arange(0, cf.n, 5), n_hid=8, n_dim=3, seed=0, opt_fn=opt_fn)
+    assert type(learn.opt) is torch.optim.LBFGS
+    learn.fit(1.0, 2, verbose=False, progress=False)
+    state = learn.opt.state[learn.opt.param_groups[0]["params"][0]]
+    assert state["n_iter"] == 4  # torch's L-BFGS counts on across epochs: its memory is kept
+    learn.fine_tune()
+    assert type(learn.opt) is torch.optim.LBFGS and not learn.opt.state  # fresh for fine-tuning
 
 
 def test_the_benchmarks_kfold5_folds_are_surprises(monkeypatch):

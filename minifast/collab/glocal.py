@@ -10,14 +10,15 @@ over the whole matrix (a rating's neighbours in item and user index), so each ev
 reconstructs every item twice: once for the kernel, once for the output.
 
 Both phases are ordinary `Learner.fit` runs, full batch (every item in one batch) with
-`torch.optim.LBFGS` as the paper trains (its closure step is the Stepper's
-`ClosureStepper`), the squared error on observed ratings plus GLocal-K's penalties
-(`KernelPenalty`):
+L-BFGS as the paper trains (its closure step is the Stepper's `ClosureStepper`), the squared
+error on observed ratings plus GLocal-K's penalties (`KernelPenalty`). The paper's code calls
+SciPy's L-BFGS-B once an epoch, each call a new L-BFGS run of `max_iter` iterations, so the
+optimiser is `minifast.optim.RestartingLBFGS`, which does that on torch:
 
     learn = glocal_learner(cf, val_idxs, seed=0)
-    learn.fit(1.0, 30)        # pre-train: local kernels only
-    learn.fine_tune()         # the global kernel on, a fresh L-BFGS
-    learn.fit(1.0, 60)
+    learn.fit(1.0, 60)        # pre-train: local kernels only
+    learn.fine_tune()         # the global kernel on, a fresh optimiser
+    learn.fit(1.0, 20)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import positive_int
+from ..optim import RestartingLBFGS
 from .autorec import AutoRec, AutoRecLearner, KernelPenalty, autorec_data, masked_mse
 
 __all__ = ["GlobalKernel", "GLocalK", "GLocalKLearner", "glocal_learner"]
@@ -92,7 +94,8 @@ class GLocalKLearner(AutoRecLearner):
 
     def fine_tune(self) -> None:
         """Start the fine-tuning phase: the model's global kernel on, and a fresh optimiser
-        (`opt_fn` again): L-BFGS's curvature history belongs to the pre-training objective."""
+        (`opt_fn` again): an L-BFGS that keeps its curvature history must not carry the
+        pre-training objective's into the new one."""
         self.model.use_global_kernel = True
         self.opt = self.param_groups.build(self.opt_fn, self.fused)
 
@@ -114,9 +117,11 @@ def glocal_learner(cf, val_idxs, n_hid: int = 500, n_dim: int = 5, n_layers: int
     """A `GLocalKLearner` for `cf` (a `CollabFilterDataset`) with GLocal-K's ml-100k settings
     as defaults: a `GLocalK(n_hid, n_dim, n_layers, gk_size, dot_scale)` seeded by `seed`,
     every item in one batch (`autorec_data(cf, val_idxs, cf.n_items)`), `masked_mse` plus the
-    `KernelPenalty(lambda_2, lambda_s)`, and `torch.optim.LBFGS` with `max_iter` iterations
-    a step (one step an epoch), `history_size` curvature pairs and the strong-Wolfe line
-    search. `y_range` (default: the data's rating range) clamps predictions. Other keyword
+    `KernelPenalty(lambda_2, lambda_s)`, and `RestartingLBFGS`: each step (one an epoch) a new
+    L-BFGS run of `max_iter` iterations with `history_size` curvature pairs and the
+    strong-Wolfe line search, as GLocal-K's per-epoch SciPy call (`opt_fn=` another
+    optimiser, e.g. `functools.partial(torch.optim.LBFGS, ...)`, whose memory lasts the whole
+    fit). `y_range` (default: the data's rating range) clamps predictions. Other keyword
     arguments go to `Learner`. Train with `fit_glocal(pre_epochs, fine_epochs)`, or
     `fit(1.0, n)`, `fine_tune()`, `fit(1.0, m)`."""
     data = autorec_data(cf, val_idxs, cf.n_items, seed)
@@ -128,7 +133,7 @@ def glocal_learner(cf, val_idxs, n_hid: int = 500, n_dim: int = 5, n_layers: int
         model = GLocalK(data.ratings, n_hid, n_dim, n_layers, 0.0, y_range, gk_size, dot_scale)
     n_ratings = int((~torch.isnan(data.ratings)).sum())
     opt_fn = kwargs.pop("opt_fn", None) or functools.partial(
-        torch.optim.LBFGS, max_iter=positive_int(max_iter, "max_iter"),
-        history_size=positive_int(history_size, "history_size"), line_search_fn="strong_wolfe")
+        RestartingLBFGS, max_iter=positive_int(max_iter, "max_iter"),
+        history_size=positive_int(history_size, "history_size"))
     return GLocalKLearner(data, model, cf, opt_fn=opt_fn, crit=masked_mse,
                           reg_fn=KernelPenalty(model, lambda_2, lambda_s, n_ratings), **kwargs)
