@@ -16,7 +16,7 @@ SciPy's L-BFGS-B once an epoch, each call a new L-BFGS run of `max_iter` iterati
 optimiser is `minifast.optim.RestartingLBFGS`, which does that on torch:
 
     learn = glocal_learner(cf, val_idxs, seed=0)
-    learn.fit(1.0, 60)        # pre-train: local kernels only
+    learn.fit(1.0, 69)        # pre-train: local kernels only
     learn.fine_tune()         # the global kernel on, a fresh optimiser
     learn.fit(1.0, 20)
 """
