@@ -133,7 +133,6 @@ def glocal_learner(cf, val_idxs, n_hid: int = 500, n_dim: int = 5, n_layers: int
         model = GLocalK(data.ratings, n_hid, n_dim, n_layers, 0.0, y_range, gk_size, dot_scale)
     n_ratings = int((~torch.isnan(data.ratings)).sum())
     opt_fn = kwargs.pop("opt_fn", None) or functools.partial(
-        RestartingLBFGS, max_iter=positive_int(max_iter, "max_iter"),
-        history_size=positive_int(history_size, "history_size"))
+        RestartingLBFGS, max_iter=max_iter, history_size=history_size)  # it checks both
     return GLocalKLearner(data, model, cf, opt_fn=opt_fn, crit=masked_mse,
                           reg_fn=KernelPenalty(model, lambda_2, lambda_s, n_ratings), **kwargs)
