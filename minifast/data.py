@@ -18,7 +18,7 @@ from attrs import define, field
 
 from .checks import check_batch_size
 from .runtime.device import as_tensor, default_device, gather_rows, to_device
-from .runtime.rng import get_rng_states, set_rng_states
+from .runtime.rng import get_rng_states, loader_untouched, set_rng_states
 
 __all__ = [
     "get_cv_idxs",
@@ -321,22 +321,12 @@ def loader_targets(dl) -> np.ndarray:
     """Every target `dl` yields (the last element of each `(*inputs, target)` batch), in
     order, as one numpy array: an `ArrayLoader`'s last array; any other loader is iterated
     once (a shuffling one in its data set's order, see `_in_order`), with every global RNG,
-    the loader's generator and its `state_dict` put back after, so training is not disturbed."""
+    the loader's generators and its `state_dict` put back after, so training is not disturbed."""
     tensors = getattr(dl, "tensors", None)
     if tensors:
         return tensors[-1].cpu().numpy()
-    rng = get_rng_states()  # before _in_order: a new ArrayLoader may draw a seed
-    gen = getattr(dl, "generator", None)
-    gen_state = gen.get_state() if isinstance(gen, torch.Generator) else None
-    dl_state = dl.state_dict() if callable(getattr(dl, "state_dict", None)) else None
-    try:
+    with loader_untouched(dl):  # around _in_order too: a new ArrayLoader may draw a seed
         ys = [_target_of(b, "loader_targets").detach().cpu() for b in _in_order(dl)]
-    finally:
-        set_rng_states(rng)
-        if gen_state is not None:
-            gen.set_state(gen_state)
-        if dl_state is not None:
-            dl.load_state_dict(dl_state)
     if not ys:
         return np.zeros((0,), np.float32)
     return (torch.stack(ys) if ys[0].ndim == 0 else torch.cat(ys)).numpy()

@@ -30,7 +30,6 @@ from .callbacks.tracking import SaveBestModel
 from .checks import check_metrics, positive_int
 from .core.events import Callback
 from .core.loop import predict
-from .core.order import loader_rng_state, set_loader_rng_state
 from .core.snapshot import TrainingSnapshot
 from .data import ModelData, peek_batch
 from .export import export_model
@@ -40,7 +39,7 @@ from .optim.sparse import LazyAdam, check_sparse_optimizer, has_sparse_embedding
 from .runtime.device import T, default_device, loader_device
 from .runtime.modules import eval_mode, model_device, place_model, unwrap
 from .runtime.ranks import is_main_process, launched_world_size
-from .runtime.rng import get_rng_states, set_rng_states
+from .runtime.rng import loader_rng_state, loader_untouched, set_loader_rng_state
 from .saving import (
     CheckpointError,
     atomic_save,
@@ -91,15 +90,8 @@ def sample_batch(data):
         if (batch := peek_batch(dl)) is not None:
             return batch
     for dl in reversed(loaders):
-        rng, dl_rng = get_rng_states(), loader_rng_state(dl)
-        dl_state = dl.state_dict() if callable(getattr(dl, "state_dict", None)) else None
-        try:
+        with loader_untouched(dl):
             batch = next(iter(dl), None)
-        finally:
-            set_rng_states(rng)
-            set_loader_rng_state(dl, dl_rng)
-            if dl_state is not None:
-                dl.load_state_dict(dl_state)
         if batch is not None:
             return batch
     return None

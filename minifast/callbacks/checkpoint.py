@@ -33,12 +33,12 @@ import numpy as np
 import torch
 
 from ..core.events import Callback, CallbackHandler
-from ..core.order import loader_generators, order_problem, set_loader_rng_state
+from ..core.order import order_problem
 from ..core.state import FitState
 from ..optim.hypers import load_opt_state
 from ..runtime.modules import unwrap
 from ..runtime.ranks import is_main_process, world_size
-from ..runtime.rng import get_rng_states, set_rng_states
+from ..runtime.rng import get_rng_states, loader_generators, set_loader_rng_state, set_rng_states
 from ..saving import (
     CheckpointError,
     atomic_save,

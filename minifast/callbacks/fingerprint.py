@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.order import loader_generators
+from ..runtime.rng import loader_generators
 from .schedules import LR_Updater
 
 __all__ = ["run_fingerprint", "fingerprint_differences"]

@@ -12,8 +12,8 @@ called, so an event nobody uses costs nothing per batch):
           on_step_end                     (after opt.step(), before zero_grad)
         on_batch_end(loss)                (the smoothed loss; raw: state.loss) -> True stops
         on_validate_begin
-        on_validate_end(vals)
-      on_epoch_end(vals)                  ([val_loss, *metrics]) -> True stops
+        on_validate_end(vals)             (callbacks append their extra columns' values)
+      on_epoch_end(vals)                  ([val_loss, *metrics, *extra]) -> True stops
     on_train_end                          (always: normal end, stop, exception or Ctrl-C)
 
 Every callback reads the run's state as `self.state` (a `FitState`). Returning True from
@@ -61,7 +61,8 @@ class Callback:
 
     def on_train_begin(self) -> None:
         """Once, before the first epoch (after a resume, before the first resumed epoch).
-        May change the optimiser's hyper-parameters, the model, or `state.n_epochs`."""
+        May change the optimiser's hyper-parameters, the model, or `state.n_epochs`, and may
+        name extra epoch-row columns in `state.extra_names` (see `on_validate_end`)."""
 
     def on_epoch_begin(self) -> None:
         """At the start of each epoch, with the model in train mode."""
@@ -90,7 +91,9 @@ class Callback:
         """Before the epoch's validation pass."""
 
     def on_validate_end(self, vals: list[float]) -> None:
-        """After validation, with `[val_loss, *metrics]` (may be modified in place)."""
+        """After validation, with `[val_loss, *metrics]` (may be modified in place). A callback
+        that named columns in `state.extra_names` appends their values here, every epoch (NaN
+        for an epoch it has no value for), so every row has the same columns."""
 
     def on_epoch_end(self, vals: list[float]) -> bool | None:
         """After validation, with `[val_loss, *metrics]`; `state.history[-1]` holds the

@@ -19,8 +19,9 @@ from ..checks import is_stateful_metric
 from ..runtime.device import batch_mover
 from ..runtime.modules import eval_mode, model_device
 from ..runtime.ranks import all_gather_rows, all_reduce_sums, is_sharded
+from ..runtime.rng import loader_rng_state
 from .events import StopTraining
-from .order import loader_rng_state, replay_epoch
+from .order import replay_epoch
 from .state import FitState
 from .stepper import NonFiniteLossError, Stepper
 
@@ -108,8 +109,14 @@ def epoch_batches(dl, state: FitState) -> Iterator:
 
 
 def _epoch_row(state: FitState) -> dict:
+    names = state.metric_names
+    if state.vals and len(names) != len(state.vals):  # no vals: no validation loader
+        raise ValueError(f"epoch {state.epoch}: the epoch row has {len(names)} columns {names} "
+                         f"but vals holds {len(state.vals)} values: a callback that adds a name "
+                         f"to state.extra_names must append its value to vals in "
+                         f"on_validate_end every epoch")
     row = {"epoch": state.epoch, "iteration": state.iteration, "trn_loss": state.smooth_loss}
-    row.update(zip(state.metric_names, state.vals))
+    row.update(zip(names, state.vals))
     row["time"] = time.perf_counter() - state.epoch_start
     return row
 

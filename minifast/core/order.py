@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import torch
 from torch.utils.data import (
     BatchSampler,
     DataLoader,
@@ -27,8 +26,9 @@ from torch.utils.data import (
     WeightedRandomSampler,
 )
 
-__all__ = ["order_problem", "loader_generators", "loader_rng_state", "set_loader_rng_state",
-           "replay_epoch"]
+from ..runtime.rng import loader_rng_state, set_loader_rng_state
+
+__all__ = ["order_problem", "replay_epoch"]
 
 #: torch's samplers whose only randomness is torch's global RNG or their `generator`.
 _KNOWN_SAMPLERS = (SequentialSampler, RandomSampler, SubsetRandomSampler, WeightedRandomSampler)
@@ -62,40 +62,6 @@ def order_problem(dl) -> str | None:
     return None
 
 
-def loader_generators(dl) -> list[torch.Generator]:
-    """The `torch.Generator`s a DataLoader draws from besides torch's global RNG (its own and
-    its sampler's, each once), in a fixed order."""
-    if not isinstance(dl, DataLoader):
-        return []
-    samplers = [dl.sampler, getattr(dl.batch_sampler, "sampler", None)]
-    found: list[torch.Generator] = []
-    for g in [dl.generator, *(getattr(s, "generator", None) for s in samplers)]:
-        if isinstance(g, torch.Generator) and not any(g is f for f in found):
-            found.append(g)
-    return found
-
-
-def loader_rng_state(dl) -> dict[str, Any]:
-    """The states `iter(dl)` draws an epoch's order from: torch's global RNG and the loader's
-    generators (plain tensors, so they save into a `weights_only` checkpoint)."""
-    return {"torch": torch.get_rng_state(),
-            "generators": [g.get_state() for g in loader_generators(dl)]}
-
-
-def set_loader_rng_state(dl, state: dict[str, Any]) -> None:
-    """Restore what `loader_rng_state` returned (a state without "torch" sets only the
-    loader's generators)."""
-    if state.get("torch") is not None:
-        torch.set_rng_state(state["torch"].to("cpu", torch.uint8))
-    gens = loader_generators(dl)
-    saved = state.get("generators") or []
-    if len(saved) != len(gens):
-        raise ValueError(f"the loader has {len(gens)} generator(s), but {len(saved)} state(s) "
-                         f"were saved: resume with the loader set up as in the saved run")
-    for g, s in zip(gens, saved, strict=True):
-        g.set_state(s.to("cpu", torch.uint8))
-
-
 def replay_epoch(dl, epoch_start: dict[str, Any], done: int) -> Iterator:
     """An iterator over the rest of an epoch of `dl` whose first `done` batches were trained
     before a resume: the order is drawn from the epoch's starting RNG states
@@ -107,3 +73,4 @@ def replay_epoch(dl, epoch_start: dict[str, Any], done: int) -> Iterator:
         next(it)
     set_loader_rng_state(dl, now)
     return it
+

@@ -20,9 +20,11 @@ class FitState:
     `loss_tensor` (replaceable in `on_backward_begin`), `loss` (raw loss, float),
     `avg_loss` (the exponential moving average, biased), `smooth_loss` (debiased: what
     `on_batch_end` receives) and `loss_weight` (this batch's weight in the average).
-    Per epoch: `vals` (`[val_loss, *metrics]`), `history` (one dict per finished epoch),
+    Per epoch: `vals` (`[val_loss, *metrics, *extra]`), `history` (one dict per finished epoch),
     `epoch_rng` (the RNG states a loader other than `ArrayLoader` drew this epoch's order
-    from; see `core.order`).
+    from; see `core.order`). `extra_names`: columns a callback adds to the epoch row (named in
+    its `on_train_begin`, their values appended to `vals` in its `on_validate_end`, as `SWA`
+    does with `swa_loss`).
     The run's parts: `model`, `opt`, `data`, `stepper`, `crit`, `metrics`, `cbs` (the
     `CallbackHandler` firing the events) and `recorder` (the run's `Recorder`); both are
     let go when the run ends (the result keeps the recorder), so no reference cycle outlives it.
@@ -50,6 +52,7 @@ class FitState:
     avg_loss: float = 0.0
     loss_weight: float = 1.0
     vals: list = field(factory=list)
+    extra_names: list = field(factory=list)
     history: list = field(factory=list)
     epoch_start: float = 0.0
     epoch_rng: dict | None = None
@@ -77,8 +80,9 @@ class FitState:
 
     @property
     def metric_names(self) -> list[str]:
-        """Column names of `vals`: `val_loss` then each metric's `__name__`."""
-        return ["val_loss"] + [getattr(m, "__name__", type(m).__name__) for m in self.metrics]
+        """Column names of `vals`: `val_loss`, each metric's `__name__`, then `extra_names`."""
+        return (["val_loss"] + [getattr(m, "__name__", type(m).__name__) for m in self.metrics]
+                + list(self.extra_names))
 
     @property
     def lr(self) -> float:
