@@ -7,6 +7,7 @@ collaborative-filtering application (`minifast.collab`).
 """
 
 from .callbacks import (
+    SWA,
     CircularLR,
     CircularLR_beta,
     ConstantLR,
@@ -24,6 +25,7 @@ from .callbacks import (
     ReduceLROnPlateau,
     SaveBestModel,
     TensorBoardLogger,
+    fix_batchnorm,
 )
 from .callbacks.checkpoint import Checkpoint, find_checkpoints, load_checkpoint, restore_checkpoint
 from .core import (
@@ -93,6 +95,7 @@ __version__ = "0.1.0"
 __all__ = [
     "EVENTS", "Callback", "CallbackHandler", "CSVLogger", "EarlyStopping", "Printer",
     "ProgressBar", "Recorder", "ReduceLROnPlateau", "SaveBestModel", "StopTraining",
+    "SWA", "fix_batchnorm",
     "ArrayLoader", "ColumnarModelData", "ModelData", "check_batch_size", "check_val_idxs", "get_cv_idxs",
     "split_by_idx", "T", "as_tensor", "default_device", "to_device", "FitResult", "fit", "predict",
     "validate", "get_lrs", "get_moms", "set_lrs", "set_moms", "set_wds", "load_opt_state", "CheckpointError",

@@ -15,6 +15,7 @@ The weight-decay flavours and `no_decay` are explained on the docs' Schedules pa
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .callbacks.averaging import SWA
 from .callbacks.freezing import BnFreeze
 from .callbacks.schedules import LR_Finder, LR_Updater, make_schedule
 from .callbacks.tracking import SaveBestModel
@@ -113,6 +115,37 @@ def _probabilities(crit) -> Callable[[torch.Tensor], torch.Tensor]:
         "transform the outputs yourself")
 
 
+def _n_batches(data) -> int:
+    n_batches = len(data.trn_dl)
+    if n_batches == 0:
+        raise ValueError("the training loader has no batches")
+    return n_batches
+
+
+def _loader(data, is_test: bool):
+    dl = data.test_dl if is_test else data.val_dl
+    if dl is None:
+        which = "test" if is_test else "validation"
+        raise ValueError(f"this learner's data has no {which} loader to predict on")
+    return dl
+
+
+def _n_inputs(data) -> int | None:
+    """How many inputs the training batches have (None when unknown)."""
+    batch = sample_batch(data)
+    return len(batch) - 1 if isinstance(batch, (list, tuple)) and len(batch) >= 2 else None
+
+
+def _predictor(learn, use_swa: bool) -> nn.Module:
+    """The model `predict` uses: the learner's, or with `use_swa` its averaged `swa_model`."""
+    if not use_swa:
+        return learn.model
+    if learn.swa_model is None:
+        raise ValueError("use_swa=True: this learner has no swa_model yet; train with "
+                         "fit(..., use_swa=True, swa_start=...) first")
+    return learn.swa_model
+
+
 class Learner:
     """A model, its `ModelData`, loss and optimiser, with `fit`, `lr_find`, `predict`,
     `save`/`load` and the schedule of the last run (`sched`).
@@ -171,6 +204,7 @@ class Learner:
         self.fused = fused
         self.path = Path(path if path is not None else data.path)
         self.sched: LR_Updater | None = None
+        self.swa_model: nn.Module | None = None  # the average of the last fit(use_swa=True)
         place_model(model, loader_device(data.trn_dl))
         self.param_groups = ParamGroups(model, no_decay)
         self.opt = self.param_groups.build(opt_fn, fused)
@@ -227,12 +261,6 @@ class Learner:
         return fit(self.model, self.data if data is None else data, n_epochs, self.opt,
                    self.crit, metrics, callbacks, **kwargs)
 
-    def _n_batches(self) -> int:
-        n_batches = len(self.data.trn_dl)
-        if n_batches == 0:
-            raise ValueError("the training loader has no batches")
-        return n_batches
-
     def fit(
         self,
         lrs,
@@ -247,6 +275,9 @@ class Learner:
         best_save_name: str | None = None,
         cycle_save_name: str | None = None,
         metrics: Sequence[Callable] | None = None,
+        use_swa: bool = False,
+        swa_start: int = 1,
+        swa_eval_freq: int = 5,
         **kwargs,
     ) -> FitResult:
         """Train for `n_cycle` cycles (fastai v0.7 semantics).
@@ -264,14 +295,16 @@ class Learner:
         decay `opt_fn` chose (none by default); `use_wd_sched` makes it decoupled (see the
         docs' Schedules page). `best_save_name` saves the model whenever the validation loss
         improves; `cycle_save_name` saves it as `{name}_cyc_{i}` after each cycle. `metrics`
-        replaces the learner's metrics for this run. Other keyword arguments go to
+        replaces the learner's metrics for this run. `use_swa` averages the weights of every
+        epoch from `swa_start` (1-indexed) in `self.swa_model`, validated every `swa_eval_freq`
+        epochs in the `swa_loss` columns (`minifast.SWA`). Other keyword arguments go to
         `minifast.fit` (`resume`, `progress`, `verbose`, `avg_mom`, `stop_on_nan`, ...).
         Returns the `FitResult`; `self.sched` holds the schedule and `self.recorder` what
         was recorded.
         """
         lrs_pg = self.param_groups.per_group(lrs, "lrs")
         metrics = self.metrics if metrics is None else check_metrics(metrics)
-        n_batches = self._n_batches()
+        n_batches = _n_batches(self.data)
         if cycle_save_name is not None and cycle_len is None:
             raise ValueError("cycle_save_name needs cycle_len (the epochs of one cycle)")
         on_cycle_end = None
@@ -288,6 +321,9 @@ class Learner:
             cbs.append(BnFreeze())
         if best_save_name is not None:
             cbs.append(SaveBestModel(self.model_file(best_save_name)))
+        if use_swa:  # fastai v0.7: a copy of the model keeps the average
+            cbs.append(swa := SWA(swa_start, swa_eval_freq, copy.deepcopy(unwrap(self.model))))
+            self.swa_model = swa.swa_model
         cbs.extend(callbacks or [])
         self.sched = sched
         saved_moms = get_moms(self.opt)
@@ -327,7 +363,7 @@ class Learner:
                 "in a single process, then launch the distributed fit with the LR it suggests"
             )
         num_it = positive_int(num_it, "num_it")
-        n_epochs = math.ceil(num_it / self._n_batches())
+        n_epochs = math.ceil(num_it / _n_batches(self.data))
         start = self.param_groups.per_layer(start_lr, "start_lr", positive=True)
         finder = LR_Finder(num_it, end_lr, self.param_groups.expand(start), linear, stop_div)
         trn_dl = self.data.trn_dl
@@ -353,37 +389,29 @@ class Learner:
             return None
         return out if isinstance(start_lr, (list, tuple, np.ndarray, torch.Tensor)) else out[0]
 
-    def predict(self, is_test: bool = False, probs: bool = False) -> np.ndarray:
+    def predict(self, is_test: bool = False, probs: bool = False,
+                use_swa: bool = False) -> np.ndarray:
         """Predictions on the validation set (or the test set), in order, as a numpy array.
 
         Test batches may be the inputs only or carry targets: a batch with as many elements
         as the training batches have inputs is inputs only (`minifast.core.loop.predict`).
         `probs=True`: probabilities as the loss implies (softmax over the last dim for
-        cross-entropy, sigmoid for BCE-with-logits, exp for NLL; any other loss is an error)."""
+        cross-entropy, sigmoid for BCE-with-logits, exp for NLL; any other loss is an error).
+        `use_swa=True`: with `swa_model`, the weights averaged by `fit(..., use_swa=True)`."""
         to_probs = _probabilities(self.crit) if probs else None
-        out = predict(self.model, self._loader(is_test), self._n_inputs())
+        out = predict(_predictor(self, use_swa), _loader(self.data, is_test), _n_inputs(self.data))
         return out if to_probs is None else to_probs(torch.from_numpy(out)).numpy()
 
     def predict_proba(self, is_test: bool = False) -> np.ndarray:
         """`predict(is_test, probs=True)`: class probabilities as the loss implies."""
         return self.predict(is_test, probs=True)
 
-    def predict_with_targs(self, is_test: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def predict_with_targs(self, is_test: bool = False,
+                           use_swa: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """`(predictions, targets)` on the validation set (or a test set with targets), in
         order, as numpy arrays, from one pass over the loader (fastai v0.7's name)."""
-        return predict(self.model, self._loader(is_test), self._n_inputs(), with_targs=True)
-
-    def _loader(self, is_test: bool):
-        dl = self.data.test_dl if is_test else self.data.val_dl
-        if dl is None:
-            which = "test" if is_test else "validation"
-            raise ValueError(f"this learner's data has no {which} loader to predict on")
-        return dl
-
-    def _n_inputs(self) -> int | None:
-        """How many inputs the training batches have (None when unknown)."""
-        batch = sample_batch(self.data)
-        return len(batch) - 1 if isinstance(batch, (list, tuple)) and len(batch) >= 2 else None
+        return predict(_predictor(self, use_swa), _loader(self.data, is_test), _n_inputs(self.data),
+                       with_targs=True)
 
     def predict_array(self, *arrays) -> np.ndarray:
         """The model's output for input array(s) (numpy/tensors, one per model input), in eval
@@ -435,7 +463,7 @@ class Learner:
     def export(self, path) -> Path:
         """Write the model for serving to the file `path`: `minifast.load_learner(path)`
         predicts as `predict_array` does, with no data or model code (`minifast.export`)."""
-        x = sample_batch(self.data)[: self._n_inputs()]
+        x = sample_batch(self.data)[: _n_inputs(self.data)]
         info = {"model": type(unwrap(self.model)).__name__}
         return export_model(self.model, x, path, info) if is_main_process() else Path(path)
 

@@ -1,6 +1,6 @@
 """The callbacks floor, one file per family: recording (`Recorder`, `Printer`,
 `ProgressBar`, `CSVLogger`), loggers (`Logger`, `TensorBoardLogger`, `MemoryLogger`),
-tracking (`EarlyStopping`, `SaveBestModel`), schedules (`LR_Updater` ... `LR_Finder`) and
+tracking (`EarlyStopping`, `SaveBestModel`), averaging (`SWA`), schedules (`LR_Updater` ... `LR_Finder`) and
 checkpoints (`Checkpoint`, exact resume).
 
 The events and the `Callback` base are the core's (`minifast.core.events`) and are
@@ -8,6 +8,7 @@ re-exported here, so `from minifast.callbacks import Callback` works.
 """
 
 from ..core.events import EVENTS, Callback, CallbackHandler, StopTraining
+from .averaging import SWA, batchnorm_layers, fix_batchnorm
 from .checkpoint import (
     Checkpoint,
     find_checkpoints,
@@ -31,7 +32,7 @@ from .schedules import (
 from .tracking import EarlyStopping, ReduceLROnPlateau, SaveBestModel
 
 __all__ = [
-    "BnFreeze",
+    "BnFreeze", "SWA", "batchnorm_layers", "fix_batchnorm",
     "EVENTS", "Callback", "CallbackHandler", "StopTraining",
     "Checkpoint", "find_checkpoints", "load_checkpoint", "make_checkpoint", "restore_checkpoint",
     "CSVLogger", "Printer", "ProgressBar", "Recorder", "format_time",

@@ -26,6 +26,7 @@ __all__ = [
     "is_sharded",
     "all_reduce_sums",
     "all_gather_rows",
+    "average_across_ranks",
     "init_distributed",
     "destroy_distributed",
     "distributed_session",
@@ -118,6 +119,16 @@ def all_gather_rows(t: torch.Tensor | None, device: torch.device | None = None) 
     dist.all_gather(bufs, buf)
     out_dev = device or (dev if t is None else t.device)
     return [b[:r].to(out_dev, dtype) for b, r in zip(bufs, rows, strict=True)]
+
+
+def average_across_ranks(tensors: list[torch.Tensor]) -> None:
+    """Replace each tensor (floating point, on this rank's collective device) by its mean over
+    the ranks, in place; nothing to do in a single process."""
+    if world_size() == 1:
+        return
+    for t in tensors:
+        dist.all_reduce(t)
+        t.div_(world_size())
 
 
 def init_distributed(backend: str | None = None, timeout: float | None = None) -> bool:
