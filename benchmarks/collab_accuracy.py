@@ -132,13 +132,13 @@ def autorec_search(args) -> None:
 
 # glocal's settings (GLocal-K's ml-100k ones: n_hid 500, n_dim 5, 2 layers, lambda_s 0.006,
 # gk_size 3, a restarted L-BFGS of max_iter 5 a step); the epoch counts as `glocal-search`
-# chose them
-GLOCAL = {"pre": 69, "fine": 0, "lambda_2": 20.0, "dot_scale": 1.0, "swa_start": None}
+# chose them (the weights averaged from epoch `swa_start` on, `fit(..., use_swa=True)`)
+GLOCAL = {"pre": 120, "fine": 0, "lambda_2": 20.0, "dot_scale": 1.0, "swa_start": 41}
 GLOCAL_GRID = [
-    {**GLOCAL, "pre": 70, "fine": 15},
-    {**GLOCAL, "pre": 40, "fine": 20},
-    {**GLOCAL, "pre": 100, "swa_start": 41},
-    {**GLOCAL, "pre": 100, "swa_start": 56},
+    {**GLOCAL, "pre": 70, "fine": 15, "swa_start": None},
+    {**GLOCAL, "pre": 40, "fine": 20, "swa_start": None},
+    {**GLOCAL, "pre": 150, "swa_start": 41},
+    {**GLOCAL, "pre": 150, "swa_start": 71},
 ]
 
 

@@ -31,8 +31,9 @@ __all__ = ["fit", "FitResult"]
 
 
 class FitResult(list):
-    """What `fit` returns: the final `[val_loss, *metrics]` (a list, as fastai v0.7 returned),
-    plus `.history` (one dict per epoch), `.recorder` and `.state` of the run."""
+    """What `fit` returns: the final `[val_loss, *metrics]` (a list, as fastai v0.7 returned;
+    then the values of any columns callbacks add, e.g. `SWA`'s `swa_loss`), plus `.history`
+    (one dict per epoch), `.recorder` and `.state` of the run."""
 
     def __init__(self, state: FitState, recorder: Recorder):
         super().__init__(state.vals)

@@ -21,7 +21,18 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from minifast import Callback, CSVLogger, SaveBestModel, Stepper, fit, get_cv_idxs, predict
+from minifast import (
+    SWA,
+    ArrayLoader,
+    Callback,
+    CSVLogger,
+    ModelData,
+    SaveBestModel,
+    Stepper,
+    fit,
+    get_cv_idxs,
+    predict,
+)
 from minifast.runtime.modules import unwrap
 from minifast.runtime.ranks import is_main_process, rank, world_size
 
@@ -167,6 +178,7 @@ def main(out: Path, cfg: dict) -> None:
                           "predicted_rmse": predicted_rmse(model, data)}
     result["learner"] = learner_part(out, cfg, cf)
     result["gather"] = gather_part()
+    result["swa"] = swa_part()
     (out / f"rank{r}.json").write_text(json.dumps(result))
 
 
@@ -222,6 +234,28 @@ def sparse_part(out: Path, cfg: dict, cf) -> dict:
     sd = unwrap(learn.model).state_dict()
     torch.save(sd, out / f"sparse{rank()}.pt")
     return {"history": fitted.history, "opt": type(learn.opt).__name__}
+
+
+def swa_part() -> dict:
+    """SWA under DDP with a BatchNorm model: each rank's average and its statistics, recomputed
+    over each rank's shard and averaged across the ranks."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(160, 4, generator=g)
+    y = x.sum(1, keepdim=True)
+    data = ModelData(".", ArrayLoader(x[:128], y[:128], batch_size=16, shuffle=True, seed=0),
+                     ArrayLoader(x[128:], y[128:], batch_size=16))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(),
+                                torch.nn.Linear(8, 1))
+    swa = SWA(swa_start=2, swa_eval_freq=1)
+    res = fit(model, data, 3, torch.optim.SGD(model.parameters(), lr=0.05), F.mse_loss,
+              callbacks=[swa], verbose=False)
+    with torch.no_grad():
+        h = swa.swa_model[0](x[:128])
+    return {"swa_loss": [row["swa_loss"] for row in res.history[1:]],
+            "weights": {k: v.tolist() for k, v in swa.swa_model.state_dict().items()
+                        if v.is_floating_point()},
+            "whole_set_mean": h.mean(0).tolist()}
 
 
 if __name__ == "__main__":

@@ -367,3 +367,15 @@ def test_sparse_gradients_under_ddp_equal_one_process(ddp_run):
     one = sparse_learner(CFG, cf, 2 * CFG["bs"]).fit(CFG["lr"], 2, verbose=False)
     np.testing.assert_allclose([h["val_loss"] for h in two["history"]],
                                [h["val_loss"] for h in one.history], rtol=2e-5)
+
+
+def test_swa_under_ddp_gives_every_rank_the_same_average_and_whole_set_statistics(ddp_run):
+    _, ranks, _ = ddp_run
+    a, b = ranks[0]["swa"], ranks[1]["swa"]
+    assert a["swa_loss"] == b["swa_loss"] and all(np.isfinite(a["swa_loss"]))
+    for k, v in a["weights"].items():
+        np.testing.assert_allclose(v, b["weights"][k], rtol=1e-6, atol=1e-7, err_msg=k)
+    # each rank's statistics are of its shard; their mean is the whole training set's (equal
+    # shards), so BatchNorm's running mean is the mean of the layer's inputs over all rows
+    np.testing.assert_allclose(a["weights"]["1.running_mean"], a["whole_set_mean"], rtol=1e-5,
+                               atol=1e-6)
