@@ -20,6 +20,7 @@ from minifast import (
     Checkpoint,
     CSVLogger,
     Learner,
+    MemoryLogger,
     ModelData,
     Printer,
     fit,
@@ -110,6 +111,14 @@ def test_the_epoch_table_and_csv_log_show_the_columns(tmp_path):
     assert len(lines) == 4 and all(len(line.split()) == 7 for line in lines[1:])
     head = (tmp_path / "log.csv").read_text().splitlines()[0].split(",")
     assert head[3:7] == ["val_loss", "rmse", "swa_loss", "swa_rmse"]
+
+
+def test_a_logger_gets_the_averages_values_only_in_the_epochs_that_have_them(tmp_path):
+    log = MemoryLogger()
+    _, res = run(tmp_path, 5, [SWA(swa_start=2, swa_eval_freq=2), log])
+    assert [step for step, _ in log.scalars["valid/swa_loss"]] == [
+        h["iteration"] for h in res.history if not math.isnan(h["swa_loss"])] == [10, 20, 25]
+    assert len(log.scalars["valid/val_loss"]) == 5
 
 
 def test_batchnorm_statistics_are_recomputed_for_the_average(tmp_path):

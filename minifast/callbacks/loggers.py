@@ -12,7 +12,9 @@ a distributed run logs once. A logger that prints:
 
 The names are TensorBoard's tags: `train/loss` (raw), `train/smooth_loss` (what
 `on_batch_end` received), `lr/<i>` and `mom/<i>` per parameter group (`mom/<i>` only where
-the optimiser has a momentum), and per epoch `valid/val_loss` and `valid/<metric>`.
+the optimiser has a momentum), and per epoch `valid/val_loss`, `valid/<metric>` and the
+columns callbacks add (e.g. `valid/swa_loss`), each only in the epochs it has a value (NaN
+marks one a callback did not compute, e.g. SWA between its validations).
 `every=n` logs the per-iteration values every n iterations only.
 """
 
@@ -70,8 +72,8 @@ class Logger(Callback):
     def on_epoch_end(self, vals: list[float]) -> None:
         if self.enabled:
             names = self.state.metric_names
-            self.log_scalars(self.state.iteration,
-                             {f"valid/{n}": float(v) for n, v in zip(names, vals)})
+            self.log_scalars(self.state.iteration, {f"valid/{n}": float(v)
+                                                    for n, v in zip(names, vals) if v == v})
             self.flush()
 
     def on_train_end(self) -> None:
