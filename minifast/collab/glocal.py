@@ -19,6 +19,10 @@ optimiser is `minifast.optim.RestartingLBFGS`, which does that on torch:
     learn.fit(1.0, 69)        # pre-train: local kernels only
     learn.fine_tune()         # the global kernel on, a fresh optimiser
     learn.fit(1.0, 20)
+
+On ml-100k the benchmark's recipe (docs/collab.md) skips the fine-tuning, which never beat
+pre-training there, and averages the pre-training's weights instead:
+`learn.fit(1.0, 120, use_swa=True, swa_start=41)`, then `learn.predict(use_swa=True)`.
 """
 
 from __future__ import annotations
