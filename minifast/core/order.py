@@ -73,4 +73,3 @@ def replay_epoch(dl, epoch_start: dict[str, Any], done: int) -> Iterator:
         next(it)
     set_loader_rng_state(dl, now)
     return it
-

@@ -1,5 +1,5 @@
 """Process plumbing for torch.distributed: this process's rank, joining and leaving the
-process group that `torchrun` describes, and the one collective the core needs.
+process group that `torchrun` describes, and the few collectives the loop and callbacks need.
 
 A leaf: it knows nothing of training. `fit`'s DDP session is `minifast.distributed`; what is
 synchronised and why is on the docs' Distributed page.
