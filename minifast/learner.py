@@ -41,7 +41,7 @@ from .optim.sparse import LazyAdam, check_sparse_optimizer, has_sparse_embedding
 from .runtime.device import T, default_device, loader_device
 from .runtime.modules import eval_mode, model_device, place_model, unwrap
 from .runtime.ranks import is_main_process, launched_world_size
-from .runtime.rng import loader_rng_state, loader_untouched, set_loader_rng_state
+from .runtime.rng import loader_untouched
 from .saving import (
     CheckpointError,
     atomic_save,
@@ -368,7 +368,6 @@ class Learner:
         finder = LR_Finder(num_it, end_lr, self.param_groups.expand(start), linear, stop_div)
         trn_dl = self.data.trn_dl
         snapshot = TrainingSnapshot.take(self.model, self.opt, trn_dl)
-        dl_rng = loader_rng_state(trn_dl)  # a DataLoader's own generators, which it advances
         self.sched = finder
         say = kwargs.get("verbose", True) and is_main_process()  # the one line at the end
         kwargs.setdefault("verbose", False)
@@ -378,7 +377,6 @@ class Learner:
             self._run(n_epochs, [], [finder], data=ModelData(self.path, trn_dl, None), **kwargs)
         finally:
             snapshot.restore()
-            set_loader_rng_state(trn_dl, dl_rng)
         best = finder.suggestion()
         out = None if best is None else [s * (best / start[self.param_groups.layer[0]]) for s in start]
         if say:

@@ -1,6 +1,6 @@
 """An in-memory snapshot of what a trial run changes (the model's weights and mode, the
-optimiser's state, every RNG, the training loader's epoch), to put it all back after, as
-`lr_find` does."""
+optimiser's state, every RNG and the training loader's own generators, the loader's epoch),
+to put it all back after, as `lr_find` does."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from attrs import define
 
 from ..runtime.modules import unwrap
-from ..runtime.rng import get_rng_states, set_rng_states
+from ..runtime.rng import get_rng_states, loader_rng_state, set_loader_rng_state, set_rng_states
 
 __all__ = ["TrainingSnapshot"]
 
@@ -27,12 +27,14 @@ class TrainingSnapshot:
     opt_state: dict
     training: bool
     rng: dict
+    dl_rng: dict
     dl_state: dict | None
 
     @classmethod
     def take(cls, model: torch.nn.Module, opt: torch.optim.Optimizer, dl) -> TrainingSnapshot:
-        """A copy of the model's weights and mode, the optimiser state, the RNGs and `dl`'s
-        `state_dict()` (when it has one)."""
+        """A copy of the model's weights and mode, the optimiser state, the RNGs, `dl`'s
+        generators (a DataLoader's own, which it advances) and its `state_dict()` (when it has
+        one)."""
         m = unwrap(model)
         return cls(
             model=m, opt=opt, dl=dl,
@@ -40,6 +42,7 @@ class TrainingSnapshot:
             opt_state=copy.deepcopy(opt.state_dict()),
             training=m.training,
             rng=get_rng_states(),
+            dl_rng=loader_rng_state(dl),
             dl_state=copy.deepcopy(dl.state_dict()) if hasattr(dl, "state_dict") else None,
         )
 
@@ -49,5 +52,6 @@ class TrainingSnapshot:
         self.opt.load_state_dict(self.opt_state)
         self.model.train(self.training)
         set_rng_states(self.rng)
+        set_loader_rng_state(self.dl, self.dl_rng)
         if self.dl_state is not None:
             self.dl.load_state_dict(self.dl_state)
