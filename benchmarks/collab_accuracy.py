@@ -70,6 +70,7 @@ from minifast.collab import (
     load_ratings,
     movielens_path,
 )
+from minifast.collab.blend import RatingBlend, member_predictions
 from minifast.collab.glocal import glocal_learner
 from minifast.data import get_cv_idxs
 
@@ -109,13 +110,13 @@ AUTOREC_GRID = [
 ]
 
 
-def fit_autorec(cf, val, cfg: dict, seed: int, verbose: bool = False) -> float:
-    """Validation RMSE of one `autorec_learner` run of configuration `cfg`."""
+def fit_autorec(cf, val, cfg: dict, seed: int, verbose: bool = False):
+    """One `autorec_learner` run of configuration `cfg`: `(validation RMSE, the learner)`."""
     learn = autorec_learner(cf, val, 64, n_hid=cfg["n_hid"], lambda_2=cfg["lambda_2"],
                             dropout=cfg["dropout"], seed=seed)
     r = learn.fit(cfg["lr"], 1, cycle_len=cfg["epochs"], use_clr_beta=(25, 20, 0.95, 0.85),
                   verbose=verbose, progress=False)
-    return float(np.sqrt(r[0]))
+    return float(np.sqrt(r[0])), learn
 
 
 def autorec_search(args) -> None:
@@ -126,7 +127,7 @@ def autorec_search(args) -> None:
     hold = get_cv_idxs(len(base), val_pct=0.1, seed=42)
     for cfg in AUTOREC_GRID:
         t = time.perf_counter()
-        r = fit_autorec(cf, hold, cfg, args.seed, args.verbose)
+        r, _ = fit_autorec(cf, hold, cfg, args.seed, args.verbose)
         print(f"u1.base held-out 10%: autorec {cfg}: RMSE {r:.4f} ({time.perf_counter() - t:.0f}s)")
 
 
@@ -134,6 +135,8 @@ def autorec_search(args) -> None:
 # gk_size 3, a restarted L-BFGS of max_iter 5 a step); the epoch counts as `glocal-search`
 # chose them (the weights averaged from epoch `swa_start` on, `fit(..., use_swa=True)`)
 GLOCAL = {"pre": 120, "fine": 0, "lambda_2": 20.0, "dot_scale": 1.0, "swa_start": 41}
+# the blend (`fit_blend`): its members, and where its weights come from
+BLEND = {"members": "glocal, autorec, genres", "weights": "least squares on a held-out 10%"}
 GLOCAL_GRID = [
     {**GLOCAL, "pre": 70, "fine": 15, "swa_start": None},
     {**GLOCAL, "pre": 40, "fine": 20, "swa_start": None},
@@ -142,12 +145,12 @@ GLOCAL_GRID = [
 ]
 
 
-def fit_glocal(cf, val, cfg: dict, seed: int, verbose: bool = False,
-               keep_best_in=None) -> tuple[float, list[float], list[float]]:
+def fit_glocal(cf, val, cfg: dict, seed: int, verbose: bool = False, keep_best_in=None):
     """One `glocal_learner` run of `cfg` (`pre` epochs, `fine_tune()`, `fine` epochs at the
     constant L-BFGS step 1): `(final validation RMSE, the pre-training's validation RMSE per
-    epoch, the fine-tuning's)`. With `swa_start`, pre-training averages its weights from
-    epoch `swa_start` on (`use_swa`) and every RMSE is the average's (NaN before it).
+    epoch, the fine-tuning's, the learner)`. With `swa_start`, pre-training averages its
+    weights from epoch `swa_start` on (`use_swa`), every RMSE is the average's (NaN before
+    it), and the learner's model ends holding the average (for `predict_ratings`).
     `keep_best_in` (a folder; the search only) fine-tunes from the best pre-training epoch's
     weights, saved there, instead of the last."""
     swa = cfg.get("swa_start")
@@ -161,6 +164,8 @@ def fit_glocal(cf, val, cfg: dict, seed: int, verbose: bool = False,
                   best_save_name="glocal_pre" if keep_best_in else None,
                   use_swa=swa is not None, swa_start=swa or 1, swa_eval_freq=1)
     pre = [float(np.sqrt(h["swa_loss" if swa else "val_loss"])) for h in r.history]
+    if swa:
+        learn.model.load_state_dict(learn.swa_model.state_dict())
     if keep_best_in:
         learn.load("glocal_pre", with_opt=False)
     fine = []
@@ -168,7 +173,7 @@ def fit_glocal(cf, val, cfg: dict, seed: int, verbose: bool = False,
         learn.fine_tune()
         r = learn.fit(1.0, cfg["fine"], verbose=verbose, progress=False)
         fine = [float(np.sqrt(h["val_loss"])) for h in r.history]
-    return (fine or pre)[-1], pre, fine
+    return (fine or pre)[-1], pre, fine, learn
 
 
 def glocal_search(args) -> None:
@@ -181,7 +186,7 @@ def glocal_search(args) -> None:
     for cfg in (GLOCAL_GRID[i] for i in args.grid or range(len(GLOCAL_GRID))):
         t = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            _, pre, fine = fit_glocal(cf, hold, cfg, args.seed, args.verbose, keep_best_in=tmp)
+            _, pre, fine, _ = fit_glocal(cf, hold, cfg, args.seed, args.verbose, keep_best_in=tmp)
         p = int(np.nanargmin(pre)) + 1
         f = int(np.argmin(fine)) + 1 if fine and min(fine) < pre[p - 1] else 0
         best = fine[f - 1] if f else pre[p - 1]
@@ -189,6 +194,51 @@ def glocal_search(args) -> None:
               f"({time.perf_counter() - t:.0f}s)")
         print(f"  pre-training RMSE by epoch: {' '.join(f'{v:.4f}' for v in pre)}")
         print(f"  fine-tuning RMSE by epoch:  {' '.join(f'{v:.4f}' for v in fine)}", flush=True)
+
+
+# the "genres" configuration's penalty (see `ml100k`)
+FREQ = {"emb_l2": 1.0, "emb_l2_bias": 0.1, "emb_l2_alpha": 0.5}
+
+
+def fit_genres(cf, val, genres: np.ndarray, seed: int, verbose: bool = False):
+    """One run of the "genres" configuration (EmbeddingDotBiasFeatures, 40 factors, one
+    cycle of 8 epochs at 3e-3): `(validation RMSE, the learner)`."""
+    torch.manual_seed(seed)
+    learn = cf.get_learner(40, val, 64, y_range=(0, 5.5), seed=seed, model="features",
+                           model_kwargs={"item_features": genres}, **FREQ)
+    r = learn.fit(3e-3, 1, cycle_len=8, use_clr_beta=(25, 20, 0.95, 0.85), verbose=verbose)
+    return float(np.sqrt(r[0])), learn
+
+
+def blend_members(cf, val, movies: pd.DataFrame, seed: int) -> dict:
+    """The blend's members, each its configuration fitted on `cf` without `val`."""
+    return {"glocal": fit_glocal(cf, val, GLOCAL, seed)[3],
+            "autorec": fit_autorec(cf, val, AUTOREC, seed)[1],
+            "genres": fit_genres(cf, val, genre_features(movies, cf.idx2item), seed)[1]}
+
+
+def fit_blend(path, train: pd.DataFrame, test: pd.DataFrame, movies: pd.DataFrame,
+              seed: int) -> tuple[dict[str, float], RatingBlend]:
+    """The blend's protocol: the members fitted on `train` less a held-out 10%
+    (`get_cv_idxs(len(train), val_pct=0.1, seed=42)`) give the held-out predictions its
+    weights are fitted on (`RatingBlend.fit`, clipped to the rating range); the members
+    refitted on all of `train` predict `test`. Returns `test`'s RMSE of each member and of
+    the blend (`"blend"`), and the blend."""
+    hold = get_cv_idxs(len(train), val_pct=0.1, seed=42)
+    cf = CollabFilterDataset.from_data_frame(path, train, "userId", "movieId", "rating")
+    held = train.iloc[hold]
+    preds = member_predictions(blend_members(cf, hold, movies, seed), held.userId, held.movieId)
+    blend = RatingBlend.fit(preds, held.rating, y_range=(cf.min_score, cf.max_score))
+    df = pd.concat([train, test], ignore_index=True)
+    cf = CollabFilterDataset.from_data_frame(path, df, "userId", "movieId", "rating")
+    members = blend_members(cf, np.arange(len(train), len(df)), movies, seed)
+    preds = member_predictions(members, test.userId, test.movieId)
+    y = test.rating.to_numpy(np.float64)
+    scores = {k: float(np.sqrt(np.mean((v - y) ** 2))) for k, v in preds.items()}
+    scores["blend"] = float(np.sqrt(np.mean((blend.predict(preds) - y) ** 2)))
+    print(f"  blend: intercept {blend.intercept:.3f}, weights " + ", ".join(
+        f"{n} {w:.3f}" for n, w in zip(blend.names, blend.weights, strict=True)), flush=True)
+    return scores, blend
 
 
 def surprise_kfold(n: int, k: int = 5, seed: int = 0) -> list[np.ndarray]:
@@ -203,22 +253,26 @@ def surprise_kfold(n: int, k: int = 5, seed: int = 0) -> list[np.ndarray]:
 
 def kfold5(args) -> None:
     """Surprise's KFold(n_splits=5, random_state=0) on u.data: genres, autorec and glocal RMSE
-    per fold."""
+    per fold (`--blend`: and the blend's, `fit_blend`; `--folds`: only those folds)."""
     path = _data("ml-100k", args.data)
     df = load_ratings(path)
     cf = CollabFilterDataset.from_data_frame(path, df, "userId", "movieId", "rating")
-    genres = genre_features(load_movies(path), cf.idx2item)
-    out: dict[str, list[float]] = {"genres": [], "autorec": [], "glocal": []}
-    for f, val in enumerate(surprise_kfold(len(df))):
-        torch.manual_seed(args.seed)
-        learn = cf.get_learner(40, val, 64, y_range=(0, 5.5), seed=args.seed, model="features",
-                               model_kwargs={"item_features": genres}, emb_l2=1.0,
-                               emb_l2_bias=0.1, emb_l2_alpha=0.5)
-        r = learn.fit(3e-3, 1, cycle_len=8, use_clr_beta=(25, 20, 0.95, 0.85), verbose=False)
-        out["genres"].append(float(np.sqrt(r[0])))
-        if not args.skip_autorec:
-            out["autorec"].append(fit_autorec(cf, val, AUTOREC, args.seed))
-        out["glocal"].append(fit_glocal(cf, val, GLOCAL, args.seed)[0])
+    movies = load_movies(path)
+    genres = genre_features(movies, cf.idx2item)
+    out: dict[str, list[float]] = {"genres": [], "autorec": [], "glocal": [], "blend": []}
+    folds = surprise_kfold(len(df))
+    for f in args.folds or range(len(folds)):
+        val = folds[f]
+        if args.blend:
+            trn = np.setdiff1d(np.arange(len(df)), val)
+            scores, _ = fit_blend(path, df.iloc[trn], df.iloc[val], movies, args.seed)
+            for key, v in scores.items():
+                out[key].append(v)
+        else:
+            out["genres"].append(fit_genres(cf, val, genres, args.seed)[0])
+            if not args.skip_autorec:
+                out["autorec"].append(fit_autorec(cf, val, AUTOREC, args.seed)[0])
+            out["glocal"].append(fit_glocal(cf, val, GLOCAL, args.seed)[0])
         print(f"ml-100k 5-fold, fold {f}: " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in out.items()
                                                       if v), flush=True)
     for key, v in ((k, v) for k, v in out.items() if v):
@@ -238,6 +292,8 @@ def ml100k(args) -> None:
         return ml100k_autorec(cf, val, args)
     if args.only_glocal:
         return ml100k_glocal(cf, val, args)
+    if args.only_blend:
+        return ml100k_blend(path, base, test, args)
 
     def rmse(res) -> float:
         return float(np.sqrt(res[0]))
@@ -247,7 +303,7 @@ def ml100k(args) -> None:
     r = learn.fit(1e-2, 2, wds=2e-4, cycle_len=1, cycle_mult=2, verbose=verbose)
     print(f"ml-100k u1: lesson recipe (50 factors, wds 2e-4, SGDR 3 epochs): test RMSE {rmse(r):.4f}")
 
-    freq = {"emb_l2": 1.0, "emb_l2_bias": 0.1, "emb_l2_alpha": 0.5}
+    freq = FREQ
     genres = genre_features(load_movies(path), cf.idx2item)
     configs = {
         "l2": ("emb_l2 0.1", {"emb_l2": 0.1}),
@@ -279,7 +335,7 @@ def ml100k(args) -> None:
 
 def ml100k_autorec(cf, val, args) -> None:
     """The autorec configuration on u1.test, `--seeds` seeds."""
-    ml100k_seeds("autorec", lambda seed: fit_autorec(cf, val, AUTOREC, seed, args.verbose),
+    ml100k_seeds("autorec", lambda seed: fit_autorec(cf, val, AUTOREC, seed, args.verbose)[0],
                  AUTOREC, args)
 
 
@@ -287,6 +343,13 @@ def ml100k_glocal(cf, val, args) -> None:
     """The glocal configuration on u1.test, `--seeds` seeds."""
     ml100k_seeds("glocal", lambda seed: fit_glocal(cf, val, GLOCAL, seed, args.verbose)[0],
                  GLOCAL, args)
+
+
+def ml100k_blend(path, base: pd.DataFrame, test: pd.DataFrame, args) -> None:
+    """The blend of glocal, autorec and genres (`fit_blend`) on u1.test, `--seeds` seeds."""
+    movies = load_movies(path)
+    ml100k_seeds("blend", lambda seed: fit_blend(path, base, test, movies, seed)[0]["blend"],
+                 BLEND, args)
 
 
 def ml100k_seeds(name: str, fit: Callable[[int], float], cfg: dict, args) -> None:
@@ -314,6 +377,9 @@ if __name__ == "__main__":
     ap.add_argument("--skip-autorec", action="store_true", help="ml100k, kfold5: leave autorec out")
     ap.add_argument("--only-autorec", action="store_true", help="ml100k: autorec only")
     ap.add_argument("--only-glocal", action="store_true", help="ml100k: glocal only")
+    ap.add_argument("--only-blend", action="store_true", help="ml100k: the blend only")
+    ap.add_argument("--blend", action="store_true", help="kfold5: the blend and its members")
+    ap.add_argument("--folds", type=int, nargs="*", help="kfold5: only these folds (0-4)")
     a = ap.parse_args()
     {"lesson": lesson, "ml100k": ml100k, "autorec-search": autorec_search,
      "glocal-search": glocal_search, "kfold5": kfold5}[a.what](a)

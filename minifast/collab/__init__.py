@@ -13,6 +13,7 @@ from .autorec import (
     autorec_learner,
     masked_mse,
 )
+from .blend import RatingBlend, member_predictions
 from .dataset import CollabFilterDataset
 from .download import ChecksumError, download_movielens, movielens_cache_dir, safe_extract
 from .glocal import GlobalKernel, GLocalK, GLocalKLearner, glocal_learner
@@ -75,6 +76,7 @@ __all__ = [
     "AutoRec", "AutoRecData", "AutoRecLearner", "KernelLayer", "autorec_data", "autorec_learner",
     "masked_mse",
     "GlobalKernel", "GLocalK", "GLocalKLearner", "glocal_learner",
+    "RatingBlend", "member_predictions",
     "Interactions", "NegativeSamplingLoader", "PositivesLoader", "bpr_loss", "full_softmax_loss",
     "sampled_softmax_loss",
     "ImplicitMF", "ItemSetMF", "item_scores", "map_at_k", "topn_scores",

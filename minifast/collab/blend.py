@@ -1,0 +1,111 @@
+"""A linear blend of rating models, its weights fitted on held-out ratings.
+
+Models that err differently average out part of each other's errors: on ml-100k the
+L-BFGS AutoRec, the Adam AutoRec and the genre-aware factorisation model blended are better
+than any of them alone (docs/collab.md). The weights must come from ratings the models were
+not trained on, and the blend is then applied to the same recipes retrained on all the
+training data:
+
+    hold = get_cv_idxs(len(df), val_pct=0.1)           # a part of the training ratings
+    learners = {"mf": mf_learner(cf, hold), ...}         # fitted without `hold`
+    held = df.iloc[hold]
+    blend = RatingBlend.fit(member_predictions(learners, held.userId, held.movieId),
+                            held.rating, y_range=(1, 5))
+    # ...retrain each recipe on all of df into `final`, then:
+    blend.predict(member_predictions(final, users, items))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from attrs import field, frozen
+
+__all__ = ["RatingBlend", "member_predictions"]
+
+
+def member_predictions(learners: Mapping[str, object], users, items,
+                       fallback: bool = True) -> dict[str, np.ndarray]:
+    """Each learner's `predict_ratings(users, items, fallback)` (raw ids), by the same name:
+    the input of `RatingBlend.fit` and `RatingBlend.predict`. `fallback` (default on, since
+    a blend must give every pair a value) lets an id without training ratings get the
+    learner's baseline instead of raising."""
+    if not isinstance(learners, Mapping) or not learners:
+        raise ValueError("learners must be a non-empty mapping of name -> learner with "
+                         f"predict_ratings, got {learners!r}")
+    users, items = np.asarray(users), np.asarray(items)
+    out = {}
+    for name, learn in learners.items():
+        if not callable(getattr(learn, "predict_ratings", None)):
+            raise TypeError(f"learner {name!r} ({type(learn).__name__}) has no "
+                            "predict_ratings(users, items, fallback)")
+        out[name] = np.asarray(learn.predict_ratings(users, items, fallback=fallback),
+                               dtype=np.float64).reshape(-1)
+    return out
+
+
+def _columns(preds: Mapping[str, object], names: tuple[str, ...] | None) -> np.ndarray:
+    """`preds` as an `[n, len(names)]` float64 matrix in `names`' order (the mapping's own
+    order when `names` is None), each member checked: 1-D, one length, finite."""
+    if not isinstance(preds, Mapping) or not preds:
+        raise ValueError(f"preds must be a non-empty mapping of name -> predictions, got "
+                         f"{type(preds).__name__}")
+    if names is not None and set(preds) != set(names):
+        missing, extra = sorted(set(names) - set(preds)), sorted(set(preds) - set(names))
+        raise ValueError(f"the blend was fitted on {list(names)}; predictions are missing "
+                         f"{missing} and have extra {extra}")
+    cols = []
+    for name in names or tuple(preds):
+        col = np.asarray(preds[name], dtype=np.float64)
+        if col.ndim != 1:
+            raise ValueError(f"predictions of {name!r} must be 1-D, got shape {col.shape}")
+        if cols and len(col) != len(cols[0]):
+            raise ValueError(f"predictions of {name!r} have {len(col)} values, the others "
+                             f"{len(cols[0])}")
+        if not np.isfinite(col).all():
+            bad = int(np.flatnonzero(~np.isfinite(col))[0])
+            raise ValueError(f"predictions of {name!r} are not finite (position {bad}: "
+                             f"{col[bad]})")
+        cols.append(col)
+    return np.stack(cols, 1)
+
+
+@frozen
+class RatingBlend:
+    """`intercept + sum(weights[k] * predictions of names[k])`, clipped to `y_range` when
+    given: a least-squares blend of rating models. Make one with `RatingBlend.fit` on
+    held-out ratings; `predict` applies it to the same models' predictions elsewhere."""
+
+    names: tuple[str, ...] = field(converter=tuple)
+    weights: np.ndarray = field(converter=lambda w: np.asarray(w, dtype=np.float64))
+    intercept: float = field(converter=float)
+    y_range: tuple[float, float] | None = None
+
+    @classmethod
+    def fit(cls, preds: Mapping[str, object], ratings,
+            y_range: tuple[float, float] | None = None) -> RatingBlend:
+        """The weights and intercept minimising the squared error of the blend of `preds`
+        (`{name: predictions}`, e.g. `member_predictions`) against `ratings`, which the
+        members must not have been trained on. Needs more ratings than members + 1."""
+        x = _columns(preds, None)
+        y = np.asarray(ratings, dtype=np.float64).reshape(-1)
+        if len(y) != len(x):
+            raise ValueError(f"ratings has {len(y)} values, the predictions {len(x)}")
+        if not np.isfinite(y).all():
+            raise ValueError("ratings must be finite (a NaN or inf is among them)")
+        if len(y) <= x.shape[1] + 1:
+            raise ValueError(f"fitting {x.shape[1]} weights and an intercept needs more than "
+                             f"{x.shape[1] + 1} ratings, got {len(y)}")
+        if y_range is not None and not y_range[0] < y_range[1]:
+            raise ValueError(f"y_range must be (low, high) with low < high, got {y_range!r}")
+        coef, *_ = np.linalg.lstsq(np.c_[np.ones(len(y)), x], y, rcond=None)
+        return cls(tuple(preds), coef[1:], coef[0], y_range)
+
+    def predict(self, preds: Mapping[str, object]) -> np.ndarray:
+        """The blended ratings of `preds` (`{name: predictions}` for the names fitted, in any
+        order), float32."""
+        out = self.intercept + _columns(preds, self.names) @ self.weights
+        if self.y_range is not None:
+            out = np.clip(out, *self.y_range)
+        return out.astype(np.float32)
