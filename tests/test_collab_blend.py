@@ -110,3 +110,10 @@ def test_member_predictions_without_fallback_names_the_unknown_id(tmp_path):
     mf = cf.get_learner(4, np.arange(0, len(df), 7), 32, seed=0)
     with pytest.raises(UnknownIdError, match="999"):
         member_predictions({"mf": mf}, [999], [500], fallback=False)
+
+
+def test_a_blend_made_by_hand_is_checked():
+    with pytest.raises(ValueError, match="one number per member \\(2: \\['a', 'b'\\]\\)"):
+        RatingBlend(("a", "b"), [1.0], 0.0)
+    with pytest.raises(ValueError, match="y_range must be"):
+        RatingBlend(("a",), [1.0], 0.0, y_range=(1, 1))

@@ -1,17 +1,18 @@
 """A linear blend of rating models, its weights fitted on held-out ratings.
 
-Models that err differently average out part of each other's errors: on ml-100k the
-L-BFGS AutoRec, the Adam AutoRec and the genre-aware factorisation model blended are better
-than any of them alone (docs/collab.md). The weights must come from ratings the models were
-not trained on, and the blend is then applied to the same recipes retrained on all the
-training data:
+Models that err differently cancel part of each other's errors: on ml-100k the L-BFGS
+AutoRec (`glocal_learner`), the Adam one (`autorec_learner`) and the genre-aware
+factorisation model blended beat each of them alone (docs/collab.md, "Blending"). The
+weights must be fitted on ratings the members were not trained on; the same recipes are
+then refitted on all the training ratings and blended with those weights:
 
-    hold = get_cv_idxs(len(df), val_pct=0.1)           # a part of the training ratings
-    learners = {"mf": mf_learner(cf, hold), ...}         # fitted without `hold`
-    held = df.iloc[hold]
-    blend = RatingBlend.fit(member_predictions(learners, held.userId, held.movieId),
+    hold = get_cv_idxs(len(train), val_pct=0.1)       # ratings the members do not see
+    cf = CollabFilterDataset.from_data_frame(path, train, "userId", "movieId", "rating")
+    members = {"glocal": ..., "genres": ...}          # each fitted with val_idxs=hold
+    held = train.iloc[hold]
+    blend = RatingBlend.fit(member_predictions(members, held.userId, held.movieId),
                             held.rating, y_range=(1, 5))
-    # ...retrain each recipe on all of df into `final`, then:
+    # the same recipes refitted on all of `train` (`final`), then, for any pairs:
     blend.predict(member_predictions(final, users, items))
 """
 
@@ -82,6 +83,14 @@ class RatingBlend:
     intercept: float = field(converter=float)
     y_range: tuple[float, float] | None = None
 
+    def __attrs_post_init__(self):
+        if self.weights.shape != (len(self.names),):
+            raise ValueError(f"weights must hold one number per member ({len(self.names)}: "
+                             f"{list(self.names)}), got shape {self.weights.shape}")
+        r = self.y_range
+        if r is not None and not (len(r) == 2 and float(r[0]) < float(r[1])):
+            raise ValueError(f"y_range must be (low, high) with low < high, got {r!r}")
+
     @classmethod
     def fit(cls, preds: Mapping[str, object], ratings,
             y_range: tuple[float, float] | None = None) -> RatingBlend:
@@ -97,8 +106,6 @@ class RatingBlend:
         if len(y) <= x.shape[1] + 1:
             raise ValueError(f"fitting {x.shape[1]} weights and an intercept needs more than "
                              f"{x.shape[1] + 1} ratings, got {len(y)}")
-        if y_range is not None and not y_range[0] < y_range[1]:
-            raise ValueError(f"y_range must be (low, high) with low < high, got {y_range!r}")
         coef, *_ = np.linalg.lstsq(np.c_[np.ones(len(y)), x], y, rcond=None)
         return cls(tuple(preds), coef[1:], coef[0], y_range)
 
