@@ -42,6 +42,16 @@ the average's: the chosen `pre` is then the epoch whose average is best held out
     python benchmarks/collab_accuracy.py glocal-search    # the selection, u1.base only
     python benchmarks/collab_accuracy.py ml100k --only-glocal
 
+`ml100k` ends with `blend` (`--skip-blend` leaves it out, `--only-blend` runs only it): a
+`minifast.collab.RatingBlend` of the glocal, autorec and genres configurations (`fit_blend`).
+Its weights are least squares on a held-out 10% of u1.base (the same `get_cv_idxs` split)
+predicted by the three fitted on the other 90%; the three are then refitted on all of
+u1.base and their u1.test predictions blended with those weights. `kfold5 --blend` does the
+same in each fold (the held-out 10% taken from the fold's training rows).
+
+    python benchmarks/collab_accuracy.py ml100k --only-blend --seeds 3
+    python benchmarks/collab_accuracy.py kfold5 --blend --folds 0 1 2   # a subset of folds
+
 `kfold5` is Surprise's `KFold(n_splits=5, random_state=0)` protocol on ml-100k's u.data,
 reproduced without Surprise (`surprise_kfold`): the rows in file order, shuffled by
 `np.random.RandomState(0).shuffle`, cut into 5 consecutive folds (the first `n % 5` one row
@@ -331,6 +341,8 @@ def ml100k(args) -> None:
     if not args.skip_autorec:
         ml100k_autorec(cf, val, args)
     ml100k_glocal(cf, val, args)
+    if not args.skip_blend:
+        ml100k_blend(path, base, test, args)
 
 
 def ml100k_autorec(cf, val, args) -> None:
@@ -378,8 +390,10 @@ if __name__ == "__main__":
     ap.add_argument("--only-autorec", action="store_true", help="ml100k: autorec only")
     ap.add_argument("--only-glocal", action="store_true", help="ml100k: glocal only")
     ap.add_argument("--only-blend", action="store_true", help="ml100k: the blend only")
+    ap.add_argument("--skip-blend", action="store_true", help="ml100k: leave the blend out")
     ap.add_argument("--blend", action="store_true", help="kfold5: the blend and its members")
-    ap.add_argument("--folds", type=int, nargs="*", help="kfold5: only these folds (0-4)")
+    ap.add_argument("--folds", type=int, nargs="*", choices=range(5),
+                    help="kfold5: only these folds (0-4)")
     a = ap.parse_args()
     {"lesson": lesson, "ml100k": ml100k, "autorec-search": autorec_search,
      "glocal-search": glocal_search, "kfold5": kfold5}[a.what](a)
