@@ -313,13 +313,12 @@ def ml100k(args) -> None:
     r = learn.fit(1e-2, 2, wds=2e-4, cycle_len=1, cycle_mult=2, verbose=verbose)
     print(f"ml-100k u1: lesson recipe (50 factors, wds 2e-4, SGDR 3 epochs): test RMSE {rmse(r):.4f}")
 
-    freq = FREQ
     genres = genre_features(load_movies(path), cf.idx2item)
     configs = {
         "l2": ("emb_l2 0.1", {"emb_l2": 0.1}),
-        "freq": ("emb_l2 1.0, bias 0.1, alpha 0.5", freq),
+        "freq": ("emb_l2 1.0, bias 0.1, alpha 0.5", FREQ),
         "genres": ('model="features" (genres), emb_l2 1.0, bias 0.1, alpha 0.5',
-                   {**freq, "model": "features", "model_kwargs": {"item_features": genres}}),
+                   {**FREQ, "model": "features", "model_kwargs": {"item_features": genres}}),
     }
     for key, (label, reg) in configs.items():
         preds, scores = [], []

@@ -20,6 +20,7 @@ def test_fit_recovers_exact_weights():
     blend = RatingBlend.fit({"a": a, "b": b}, 0.5 + 0.3 * a + 0.6 * b)
     assert blend.names == ("a", "b")
     np.testing.assert_allclose(blend.weights, [0.3, 0.6], atol=1e-10)
+    assert isinstance(blend.weights, tuple)
     assert blend.intercept == pytest.approx(0.5, abs=1e-9)
 
 
@@ -117,3 +118,10 @@ def test_a_blend_made_by_hand_is_checked():
         RatingBlend(("a", "b"), [1.0], 0.0)
     with pytest.raises(ValueError, match="y_range must be"):
         RatingBlend(("a",), [1.0], 0.0, y_range=(1, 1))
+
+
+def test_blends_compare_by_value():
+    a = np.arange(10.0)
+    one, two = (RatingBlend.fit({"a": a}, 2 * a + 1) for _ in range(2))
+    assert one == two and one != RatingBlend(("a",), [2.0], 0.5)
+    assert one.weights == pytest.approx((2.0,)) and "RatingBlend(names=('a',)" in repr(one)

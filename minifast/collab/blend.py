@@ -79,14 +79,15 @@ class RatingBlend:
     held-out ratings; `predict` applies it to the same models' predictions elsewhere."""
 
     names: tuple[str, ...] = field(converter=tuple)
-    weights: np.ndarray = field(converter=lambda w: np.asarray(w, dtype=np.float64))
+    weights: tuple[float, ...] = field(converter=lambda w: tuple(
+        float(v) for v in np.asarray(w, dtype=np.float64).reshape(-1)))
     intercept: float = field(converter=float)
     y_range: tuple[float, float] | None = None
 
     def __attrs_post_init__(self):
-        if self.weights.shape != (len(self.names),):
+        if len(self.weights) != len(self.names):
             raise ValueError(f"weights must hold one number per member ({len(self.names)}: "
-                             f"{list(self.names)}), got shape {self.weights.shape}")
+                             f"{list(self.names)}), got {len(self.weights)}")
         r = self.y_range
         if r is not None and not (len(r) == 2 and float(r[0]) < float(r[1])):
             raise ValueError(f"y_range must be (low, high) with low < high, got {r!r}")
@@ -112,7 +113,7 @@ class RatingBlend:
     def predict(self, preds: Mapping[str, object]) -> np.ndarray:
         """The blended ratings of `preds` (`{name: predictions}` for the names fitted, in any
         order), float32."""
-        out = self.intercept + _columns(preds, self.names) @ self.weights
+        out = self.intercept + _columns(preds, self.names) @ np.array(self.weights)
         if self.y_range is not None:
             out = np.clip(out, *self.y_range)
         return out.astype(np.float32)
