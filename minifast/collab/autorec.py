@@ -25,14 +25,14 @@ from attrs import define, field
 from torch import nn
 
 from ..checks import positive_int
+from ..core.events import Callback
 from ..data import ArrayLoader, ModelData, check_val_idxs
 from ..learner import Learner
-from ..runtime.modules import eval_mode
+from ..runtime.modules import eval_mode, unwrap
 from .ids import UnknownIdError
 
 __all__ = ["masked_mse", "KernelLayer", "AutoRec", "AutoRecData", "AutoRecLearner",
-           "autorec_data",
-           "autorec_learner"]
+           "InputDropout", "autorec_data", "autorec_learner"]
 
 _SHRINK = 10.0  # damping of the fallback baseline's biases, as CollabFilterLearner's
 
@@ -83,18 +83,26 @@ class AutoRec(nn.Module):
     In eval mode the outputs are clamped to `y_range` and entries whose user or item has no
     training rating get the fallback baseline (`baseline`), since the network has nothing to
     reconstruct them from. `dropout` applies to the hidden layers in training.
+
+    `input_dropout` `p` hides a random fraction `p` of the training ratings from the input in
+    training (the rest scaled by `1 / (1 - p)`; the loss still covers all of them), so the
+    network learns to predict ratings it does not see, as it must for validation. The hidden
+    set is one per epoch (`set_input_epoch`, called by the `InputDropout` callback that
+    `AutoRecLearner.fit` adds), a function of the epoch and the model's `input_seed` only:
+    a full-batch L-BFGS step sees one objective, and a resumed run the same masks.
     """
 
     def __init__(self, ratings: torch.Tensor, n_hid: int = 500, n_dim: int = 5,
                  n_layers: int = 2, dropout: float = 0.0,
-                 y_range: tuple[float, float] | None = None):
+                 y_range: tuple[float, float] | None = None, input_dropout: float = 0.0):
         super().__init__()
         if ratings.ndim != 2:
             raise ValueError(f"ratings must be a [n_items, n_users] matrix, got shape "
                              f"{tuple(ratings.shape)}")
         n_hid, n_layers = positive_int(n_hid, "n_hid"), positive_int(n_layers, "n_layers")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        for name, v in (("dropout", dropout), ("input_dropout", input_dropout)):
+            if not (isinstance(v, (int, float)) and 0 <= v < 1):
+                raise ValueError(f"{name} must be in [0, 1), got {v!r}")
         ratings = ratings.float()
         seen = ~torch.isnan(ratings)
         if not seen.any():
@@ -106,6 +114,10 @@ class AutoRec(nn.Module):
             + [KernelLayer(n_hid, ratings.shape[1], n_dim, activation=None)])
         self.dropout = nn.Dropout(dropout)
         self.y_range = y_range
+        self.input_dropout = float(input_dropout)
+        if self.input_dropout:  # from the global RNG, so a seeded model has seeded masks
+            self.register_buffer("input_seed", torch.randint(0, 2 ** 62, ()))
+        self.input_mask: torch.Tensor | None = None
         self._init_baseline(self.inputs.double(), seen)
 
     def _init_baseline(self, r: torch.Tensor, seen: torch.Tensor) -> None:
@@ -118,9 +130,27 @@ class AutoRec(nn.Module):
         self.register_buffer("item_known", n_i > 0)
         self.register_buffer("user_known", n_u > 0)
 
+    def set_input_epoch(self, epoch: int | None) -> None:
+        """Draw the input dropout mask of `epoch` (0-indexed), or drop the mask (None): a
+        function of `input_seed` and `epoch` only. Nothing to do without `input_dropout`."""
+        if not self.input_dropout or epoch is None:
+            self.input_mask = None
+            return
+        g = torch.Generator().manual_seed(int(self.input_seed) + int(epoch))
+        keep = torch.rand(self.inputs.shape, generator=g) >= self.input_dropout
+        self.input_mask = (keep / (1 - self.input_dropout)).to(self.inputs.device)
+
+    def input_rows(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's input rows `items` (all rows when None): the training matrix, with
+        the epoch's input dropout mask applied in training."""
+        x = self.inputs if items is None else self.inputs[items]
+        if self.training and self.input_mask is not None:
+            x = x * (self.input_mask if items is None else self.input_mask[items])
+        return x
+
     def reconstruct(self, items: torch.Tensor) -> torch.Tensor:
         """The network's raw reconstruction of the rows `items` (no clamping, no fallback)."""
-        return self.network(self.inputs[items])
+        return self.network(self.input_rows(items))
 
     def network(self, x: torch.Tensor) -> torch.Tensor:
         """The kernel layers (with dropout between them) on input rows `x` `[n, n_users]`."""
@@ -204,6 +234,18 @@ def autorec_data(cf, val_idxs, bs: int = 64, seed: int | None = None, device=Non
     return AutoRecData(cf.path, trn_dl, val_dl, ratings=trn_m)
 
 
+class InputDropout(Callback):
+    """Draws an `AutoRec`'s input dropout mask at each epoch's start
+    (`model.set_input_epoch(epoch)`) and drops it when training ends. `AutoRecLearner`
+    adds it to every run of a model with `input_dropout`."""
+
+    def on_epoch_begin(self) -> None:
+        unwrap(self.state.model).set_input_epoch(self.state.epoch)
+
+    def on_train_end(self) -> None:
+        unwrap(self.state.model).set_input_epoch(None)
+
+
 class AutoRecLearner(Learner):
     """A `Learner` for an `AutoRec`, with `predict_ratings` by raw user and item ids.
 
@@ -215,6 +257,11 @@ class AutoRecLearner(Learner):
     def __init__(self, data, model: AutoRec, cf, **kwargs):
         super().__init__(data, model, **kwargs)
         self.cf = cf
+
+    def _run(self, n_epochs: int, metrics, callbacks, data=None, **kwargs):
+        if unwrap(self.model).input_dropout:
+            callbacks = [*callbacks, InputDropout()]
+        return super()._run(n_epochs, metrics, callbacks, data, **kwargs)
 
     def _indices(self, ids, role: str, fallback: bool) -> np.ndarray:
         lookup = self.cf.user_idxs if role == "user" else self.cf.item_idxs
@@ -249,9 +296,11 @@ class AutoRecLearner(Learner):
 def autorec_learner(cf, val_idxs, bs: int = 64, n_hid: int = 500, n_dim: int = 5,
                     n_layers: int = 2, lambda_2: float = 20.0, lambda_s: float = 0.006,
                     dropout: float = 0.0, y_range: tuple[float, float] | None = None,
-                    seed: int | None = None, **kwargs) -> AutoRecLearner:
+                    seed: int | None = None, input_dropout: float = 0.0,
+                    **kwargs) -> AutoRecLearner:
     """An `AutoRecLearner` for `cf` (a `CollabFilterDataset`): `autorec_data(cf, val_idxs,
-    bs, seed)`, an `AutoRec(n_hid, n_dim, n_layers, dropout)` seeded by `seed`, `masked_mse`
+    bs, seed)`, an `AutoRec(n_hid, n_dim, n_layers, dropout, input_dropout=...)` seeded by
+    `seed`, `masked_mse`
     and the `KernelPenalty(lambda_2, lambda_s)`. `y_range` (default: the data's lowest and
     highest rating) clamps predictions. Other keyword arguments go to `Learner` (`opt_fn`,
     `clip`, ...). Train with `fit`, e.g. `learn.fit(3e-3, 1, cycle_len=60,
@@ -263,7 +312,7 @@ def autorec_learner(cf, val_idxs, bs: int = 64, n_hid: int = 500, n_dim: int = 5
     with contextlib.nullcontext() if seed is None else torch.random.fork_rng():
         if seed is not None:
             torch.manual_seed(seed)
-        model = AutoRec(data.ratings, n_hid, n_dim, n_layers, dropout, y_range)
+        model = AutoRec(data.ratings, n_hid, n_dim, n_layers, dropout, y_range, input_dropout)
     n_ratings = int((~torch.isnan(data.ratings)).sum())
     return AutoRecLearner(data, model, cf, crit=masked_mse,
                           reg_fn=KernelPenalty(model, lambda_2, lambda_s, n_ratings), **kwargs)

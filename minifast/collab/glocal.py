@@ -78,8 +78,8 @@ class GLocalK(AutoRec):
     def __init__(self, ratings: torch.Tensor, n_hid: int = 500, n_dim: int = 5,
                  n_layers: int = 2, dropout: float = 0.0,
                  y_range: tuple[float, float] | None = None, gk_size: int = 3,
-                 dot_scale: float = 1.0):
-        super().__init__(ratings, n_hid, n_dim, n_layers, dropout, y_range)
+                 dot_scale: float = 1.0, input_dropout: float = 0.0):
+        super().__init__(ratings, n_hid, n_dim, n_layers, dropout, y_range, input_dropout)
         self.global_kernel = GlobalKernel(ratings.shape[0], gk_size, dot_scale)
         self.use_global_kernel = False
 
@@ -88,8 +88,9 @@ class GLocalK(AutoRec):
         the convolved matrix (the whole matrix is reconstructed once to make the kernel)."""
         if not self.use_global_kernel:
             return super().reconstruct(items)
-        kernel = self.global_kernel(self.network(self.inputs))
-        return self.network(self.global_kernel.convolve(self.inputs, kernel)[items])
+        x = self.input_rows()
+        kernel = self.global_kernel(self.network(x))
+        return self.network(self.global_kernel.convolve(x, kernel)[items])
 
 
 class GLocalKLearner(AutoRecLearner):
@@ -117,7 +118,7 @@ def glocal_learner(cf, val_idxs, n_hid: int = 500, n_dim: int = 5, n_layers: int
                    lambda_2: float = 20.0, lambda_s: float = 0.006, gk_size: int = 3,
                    dot_scale: float = 1.0, max_iter: int = 5, history_size: int = 10,
                    y_range: tuple[float, float] | None = None, seed: int | None = None,
-                   **kwargs) -> GLocalKLearner:
+                   input_dropout: float = 0.0, **kwargs) -> GLocalKLearner:
     """A `GLocalKLearner` for `cf` (a `CollabFilterDataset`) with GLocal-K's ml-100k settings
     as defaults: a `GLocalK(n_hid, n_dim, n_layers, gk_size, dot_scale)` seeded by `seed`,
     every item in one batch (`autorec_data(cf, val_idxs, cf.n_items)`), `masked_mse` plus the
@@ -125,7 +126,8 @@ def glocal_learner(cf, val_idxs, n_hid: int = 500, n_dim: int = 5, n_layers: int
     L-BFGS run of `max_iter` iterations with `history_size` curvature pairs and the
     strong-Wolfe line search, as GLocal-K's per-epoch SciPy call (`opt_fn=` another
     optimiser, e.g. `functools.partial(torch.optim.LBFGS, ...)`, whose memory lasts the whole
-    fit). `y_range` (default: the data's rating range) clamps predictions. Other keyword
+    fit). `y_range` (default: the data's rating range) clamps predictions; `input_dropout`
+    hides that fraction of the input ratings each epoch (`AutoRec`). Other keyword
     arguments go to `Learner`. Train with `fit_glocal(pre_epochs, fine_epochs)`, or
     `fit(1.0, n)`, `fine_tune()`, `fit(1.0, m)`."""
     data = autorec_data(cf, val_idxs, cf.n_items, seed)
@@ -134,7 +136,8 @@ def glocal_learner(cf, val_idxs, n_hid: int = 500, n_dim: int = 5, n_layers: int
     with contextlib.nullcontext() if seed is None else torch.random.fork_rng():
         if seed is not None:
             torch.manual_seed(seed)
-        model = GLocalK(data.ratings, n_hid, n_dim, n_layers, 0.0, y_range, gk_size, dot_scale)
+        model = GLocalK(data.ratings, n_hid, n_dim, n_layers, 0.0, y_range, gk_size, dot_scale,
+                        input_dropout)
     n_ratings = int((~torch.isnan(data.ratings)).sum())
     opt_fn = kwargs.pop("opt_fn", None) or functools.partial(
         RestartingLBFGS, max_iter=max_iter, history_size=history_size)  # it checks both
