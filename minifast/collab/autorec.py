@@ -300,11 +300,10 @@ def autorec_learner(cf, val_idxs, bs: int = 64, n_hid: int = 500, n_dim: int = 5
                     **kwargs) -> AutoRecLearner:
     """An `AutoRecLearner` for `cf` (a `CollabFilterDataset`): `autorec_data(cf, val_idxs,
     bs, seed)`, an `AutoRec(n_hid, n_dim, n_layers, dropout, input_dropout=...)` seeded by
-    `seed`, `masked_mse`
-    and the `KernelPenalty(lambda_2, lambda_s)`. `y_range` (default: the data's lowest and
-    highest rating) clamps predictions. Other keyword arguments go to `Learner` (`opt_fn`,
-    `clip`, ...). Train with `fit`, e.g. `learn.fit(3e-3, 1, cycle_len=60,
-    use_clr_beta=(10, 10, 0.95, 0.85))`."""
+    `seed`, `masked_mse` and the `KernelPenalty(lambda_2, lambda_s)`. `y_range` (default: the
+    data's lowest and highest rating) clamps predictions. Other keyword arguments go to
+    `Learner` (`opt_fn`, `clip`, ...). Train with `fit`, e.g. `learn.fit(3e-3, 1,
+    cycle_len=60, use_clr_beta=(10, 10, 0.95, 0.85))`."""
     data = autorec_data(cf, val_idxs, bs, seed)
     if y_range is None:
         y_range = (cf.min_score, cf.max_score)
