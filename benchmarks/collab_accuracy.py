@@ -42,6 +42,10 @@ the average's: the chosen `pre` is then the epoch whose average is best held out
     python benchmarks/collab_accuracy.py glocal-search    # the selection, u1.base only
     python benchmarks/collab_accuracy.py ml100k --only-glocal
 
+`glocal-drop` (`GLOCAL_DROP`) is glocal with input dropout (`input_dropout=0.4`: each epoch
+hides 40% of the input ratings), trained 200 epochs and averaged from 101 (`glocal-search
+--grid 4`); `ml100k --only-glocal` and `kfold5` report both, `--glocal NAME` only one.
+
 `ml100k` ends with `blend` (`--skip-blend` leaves it out, `--only-blend` runs only it): a
 `minifast.collab.RatingBlend` of the glocal, autorec and genres configurations (`fit_blend`).
 Its weights are least squares on a held-out 10% of u1.base (the same `get_cv_idxs` split)

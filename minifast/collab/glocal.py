@@ -22,7 +22,9 @@ optimiser is `minifast.optim.RestartingLBFGS`, which does that on torch:
 
 On ml-100k the benchmark's recipe (docs/collab.md) skips the fine-tuning, which never beat
 pre-training there, and averages the pre-training's weights instead:
-`learn.fit(1.0, 120, use_swa=True, swa_start=41)`, then `learn.predict(use_swa=True)`.
+`learn.fit(1.0, 120, use_swa=True, swa_start=41)`, then `learn.predict(use_swa=True)`;
+with `glocal_learner(..., input_dropout=0.4)` (`AutoRec`'s input dropout) it trains longer
+and averages later: `learn.fit(1.0, 200, use_swa=True, swa_start=101)`.
 """
 
 from __future__ import annotations
