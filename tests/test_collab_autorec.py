@@ -142,13 +142,15 @@ def test_the_penalty_is_the_learners_reg_fn(tmp_path):
         autorec_learner(cf, [0], dropout=1.5)
 
 
-def test_resume_from_a_checkpoint_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("input_dropout", [0.0, 0.3])  # with it, a mask per epoch
+def test_resume_from_a_checkpoint_is_bit_identical(tmp_path, input_dropout):
     cf = _cf(tmp_path)
     val = np.arange(0, cf.n, 10)
 
     def run(callbacks, resume=None):
         torch.manual_seed(0)
-        learn = autorec_learner(cf, val, bs=4, n_hid=8, n_dim=3, dropout=0.2, seed=3)
+        learn = autorec_learner(cf, val, bs=4, n_hid=8, n_dim=3, dropout=0.2, seed=3,
+                                input_dropout=input_dropout)
         res = learn.fit(3e-3, 1, cycle_len=3, use_clr_beta=(10, 10, 0.95, 0.85),
                         callbacks=callbacks, resume=resume, progress=False)
         return result(learn.model, learn.opt, res.recorder, res.history)

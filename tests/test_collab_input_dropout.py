@@ -1,12 +1,11 @@
 """AutoRec's input dropout: the mask (its fraction, scale, and that it is a function of the
-epoch and the model's seed only), train mode only, the callback the learner adds, the global
-kernel's input, and exact resume with a mask per epoch."""
+epoch and the model's seed only), train mode only, the callback the learner adds and the
+global kernel's input. Exact resume with it: test_collab_autorec.py."""
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from resume_worker import assert_resumes_exactly, result
 
 from minifast.collab import AutoRec, CollabFilterDataset, InputDropout, autorec_learner
 from minifast.collab.glocal import GLocalK, glocal_learner
@@ -102,20 +101,6 @@ def test_the_global_kernel_sees_the_masked_matrix(tmp_path):
     want = model.network(model.global_kernel.convolve(
         x, model.global_kernel(model.network(x))))
     assert torch.allclose(masked, want) and not torch.allclose(masked, clean)
-
-
-def test_resume_mid_epoch_is_bit_identical_with_input_dropout(tmp_path):
-    cf = _cf(tmp_path)
-    val = np.arange(0, cf.n, 6)
-
-    def run(callbacks, resume=None):
-        torch.manual_seed(0)
-        learn = autorec_learner(cf, val, bs=4, n_hid=8, n_dim=3, seed=3, input_dropout=0.3)
-        res = learn.fit(3e-3, 1, cycle_len=3, use_clr_beta=(10, 10, 0.95, 0.85),
-                        callbacks=callbacks, resume=resume, progress=False)
-        return result(learn.model, learn.opt, res.recorder, res.history)
-
-    assert_resumes_exactly(run, tmp_path / "ckpt", 3, 5)
 
 
 def test_glocal_learner_takes_input_dropout(tmp_path):
