@@ -28,6 +28,10 @@ same held-out 10% of u1.base (`get_cv_idxs(len(base), val_pct=0.1, seed=42)`), o
     python benchmarks/collab_accuracy.py autorec-search   # the selection, u1.base only
     python benchmarks/collab_accuracy.py kfold5           # Surprise's 5 folds: genres, autorec, glocal
 
+`autorec-drop` (`AUTOREC_DROP`) is autorec with input dropout (`input_dropout=0.25`), in
+`AUTOREC_GRID` beside `input_dropout=0.5`; `ml100k --only-autorec` and `kfold5` report both
+autorec configurations, `--autorec NAME` only one (`kfold5 --skip-glocal` leaves glocal out).
+
 `ml100k` also reports `glocal` (`minifast.collab.glocal.glocal_learner`: GLocal-K's recipe,
 full-batch L-BFGS pre-training of the local-kernel AutoRec, then fine-tuning with the global
 kernel, `GLOCAL` below). `glocal-search` chooses its epochs on the same held-out 10% of
@@ -116,8 +120,13 @@ def lesson(args) -> None:
 
 # the autorec configuration, as `autorec-search` chose it (one-cycle, 64 items a batch)
 AUTOREC = {"lr": 3e-3, "epochs": 60, "n_hid": 500, "lambda_2": 20.0, "dropout": 0.0}
+# the same with input dropout (`autorec_learner(..., input_dropout=0.25)`)
+AUTOREC_DROP = {**AUTOREC, "input_dropout": 0.25}
+AUTORECS = {"autorec": AUTOREC, "autorec-drop": AUTOREC_DROP}
 AUTOREC_GRID = [
     AUTOREC,
+    AUTOREC_DROP,
+    {**AUTOREC, "input_dropout": 0.5},
     {**AUTOREC, "lr": 1e-2, "epochs": 40},
     {**AUTOREC, "epochs": 40, "lambda_2": 5.0},
     {**AUTOREC, "epochs": 40, "dropout": 0.3},
@@ -127,7 +136,8 @@ AUTOREC_GRID = [
 def fit_autorec(cf, val, cfg: dict, seed: int, verbose: bool = False):
     """One `autorec_learner` run of configuration `cfg`: `(validation RMSE, the learner)`."""
     learn = autorec_learner(cf, val, 64, n_hid=cfg["n_hid"], lambda_2=cfg["lambda_2"],
-                            dropout=cfg["dropout"], seed=seed)
+                            dropout=cfg["dropout"], seed=seed,
+                            input_dropout=cfg.get("input_dropout", 0.0))
     r = learn.fit(cfg["lr"], 1, cycle_len=cfg["epochs"], use_clr_beta=(25, 20, 0.95, 0.85),
                   verbose=verbose, progress=False)
     return float(np.sqrt(r[0])), learn
@@ -279,7 +289,7 @@ def kfold5(args) -> None:
     cf = CollabFilterDataset.from_data_frame(path, df, "userId", "movieId", "rating")
     movies = load_movies(path)
     genres = genre_features(movies, cf.idx2item)
-    out: dict[str, list[float]] = {k: [] for k in ("genres", "autorec", *GLOCALS, "blend")}
+    out: dict[str, list[float]] = {k: [] for k in ("genres", *AUTORECS, *GLOCALS, "blend")}
     folds = surprise_kfold(len(df))
     for f in args.folds or range(len(folds)):
         val = folds[f]
@@ -290,10 +300,11 @@ def kfold5(args) -> None:
                 out[key].append(v)
         else:
             out["genres"].append(fit_genres(cf, val, genres, args.seed)[0])
-            if not args.skip_autorec:
-                out["autorec"].append(fit_autorec(cf, val, AUTOREC, args.seed)[0])
+            for name, cfg in AUTORECS.items():
+                if not args.skip_autorec and args.autorec in (None, name):
+                    out[name].append(fit_autorec(cf, val, cfg, args.seed)[0])
             for name, cfg in GLOCALS.items():
-                if args.glocal in (None, name):
+                if not args.skip_glocal and args.glocal in (None, name):
                     out[name].append(fit_glocal(cf, val, cfg, args.seed)[0])
         print(f"ml-100k 5-fold, fold {f}: " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in out.items()
                                                       if v), flush=True)
@@ -357,9 +368,11 @@ def ml100k(args) -> None:
 
 
 def ml100k_autorec(cf, val, args) -> None:
-    """The autorec configuration on u1.test, `--seeds` seeds."""
-    ml100k_seeds("autorec", lambda seed: fit_autorec(cf, val, AUTOREC, seed, args.verbose)[0],
-                 AUTOREC, args)
+    """The autorec configurations (`--autorec`: only that one) on u1.test, `--seeds` seeds."""
+    for name, cfg in AUTORECS.items():
+        if args.autorec in (None, name):
+            ml100k_seeds(name, lambda seed, c=cfg: fit_autorec(cf, val, c, seed, args.verbose)[0],
+                         cfg, args)
 
 
 def ml100k_glocal(cf, val, args) -> None:
@@ -401,8 +414,11 @@ if __name__ == "__main__":
     ap.add_argument("--grid", type=int, nargs="*", help="glocal-search: GLOCAL_GRID indices")
     ap.add_argument("--skip-autorec", action="store_true", help="ml100k, kfold5: leave autorec out")
     ap.add_argument("--only-autorec", action="store_true", help="ml100k: autorec only")
+    ap.add_argument("--skip-glocal", action="store_true", help="kfold5: leave glocal out")
     ap.add_argument("--only-glocal", action="store_true", help="ml100k: glocal only")
     ap.add_argument("--only-blend", action="store_true", help="ml100k: the blend only")
+    ap.add_argument("--autorec", choices=["autorec", "autorec-drop"],
+                    help="ml100k, kfold5: only this autorec configuration (default: both)")
     ap.add_argument("--glocal", choices=["glocal", "glocal-drop"],
                     help="ml100k, kfold5: only this glocal configuration (default: both)")
     ap.add_argument("--skip-blend", action="store_true", help="ml100k: leave the blend out")
