@@ -22,6 +22,7 @@ __all__ = [
     "check_lrs",
     "check_moms",
     "check_positive_number",
+    "check_dropout",
 ]
 
 
@@ -61,6 +62,14 @@ def check_positive_number(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not (
             math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def check_dropout(value, name: str) -> float:
+    """`value` as a float if it is a dropout probability, a number in [0, 1), else a
+    ValueError naming `name`."""
+    if not (isinstance(value, (int, float, np.number)) and 0 <= value < 1):
+        raise ValueError(f"{name} must be in [0, 1) (a dropout probability), got {value!r}")
     return float(value)
 
 

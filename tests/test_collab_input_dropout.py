@@ -33,6 +33,18 @@ def test_input_dropout_must_be_a_fraction():
             AutoRec(_ratings(), n_hid=4, input_dropout=bad)
 
 
+def test_one_dropout_check_for_every_model():
+    from minifast.checks import check_dropout
+    from minifast.collab import EmbeddingNet
+
+    assert check_dropout(np.float32(0.25), "p") == 0.25 and check_dropout(0, "p") == 0.0
+    for bad in (1, -0.1, float("nan"), "0.2", None):
+        with pytest.raises(ValueError, match="p must be in \\[0, 1\\) \\(a dropout probability\\)"):
+            check_dropout(bad, "p")
+    with pytest.raises(ValueError, match="p2 must be in \\[0, 1\\) \\(a dropout probability\\), got 1.5"):
+        EmbeddingNet(2, 3, 5, 0, 5, p2=1.5)
+
+
 def test_the_mask_hides_p_scales_the_rest_and_depends_on_the_epoch_only():
     torch.manual_seed(0)
     model = AutoRec(_ratings(), n_hid=4, input_dropout=0.4)

@@ -24,7 +24,7 @@ import torch
 from attrs import define, field
 from torch import nn
 
-from ..checks import positive_int
+from ..checks import check_dropout, positive_int
 from ..core.events import Callback
 from ..data import ArrayLoader, ModelData, check_val_idxs
 from ..learner import Learner
@@ -100,9 +100,8 @@ class AutoRec(nn.Module):
             raise ValueError(f"ratings must be a [n_items, n_users] matrix, got shape "
                              f"{tuple(ratings.shape)}")
         n_hid, n_layers = positive_int(n_hid, "n_hid"), positive_int(n_layers, "n_layers")
-        for name, v in (("dropout", dropout), ("input_dropout", input_dropout)):
-            if not (isinstance(v, (int, float)) and 0 <= v < 1):
-                raise ValueError(f"{name} must be in [0, 1), got {v!r}")
+        dropout = check_dropout(dropout, "dropout")
+        input_dropout = check_dropout(input_dropout, "input_dropout")
         ratings = ratings.float()
         seen = ~torch.isnan(ratings)
         if not seen.any():
@@ -114,7 +113,7 @@ class AutoRec(nn.Module):
             + [KernelLayer(n_hid, ratings.shape[1], n_dim, activation=None)])
         self.dropout = nn.Dropout(dropout)
         self.y_range = y_range
-        self.input_dropout = float(input_dropout)
+        self.input_dropout = input_dropout
         if self.input_dropout:  # from the global RNG, so a seeded model has seeded masks
             self.register_buffer("input_seed", torch.randint(0, 2 ** 62, ()))
         self.input_mask: torch.Tensor | None = None

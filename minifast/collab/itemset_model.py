@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..checks import check_dropout
 from .interactions import Interactions
 from .models import get_emb
 from .ranking_model import ImplicitMF
@@ -50,9 +51,7 @@ class ItemSetMF(ImplicitMF):
                              f"{n_users} x {n_items}: pass the interactions of this data set")
         if not (np.isfinite(alpha) and alpha >= 0):
             raise ValueError(f"alpha must be finite and >= 0, got {alpha!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        self.alpha, self.dropout = float(alpha), float(dropout)
+        self.alpha, self.dropout = float(alpha), check_dropout(dropout, "dropout")
         self.p = get_emb(n_items, self.u.embedding_dim, 0.0, 0.0)
         counts = torch.from_numpy(seen.counts.astype(np.int64))
         self.register_buffer("indptr", torch.from_numpy(seen.indptr.astype(np.int64)))

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import positive_int
+from ..checks import check_dropout, positive_int
 
 __all__ = [
     "CollabModel", "EmbeddingDot", "EmbeddingDotBias", "EmbeddingDotBiasFeatures",
@@ -173,9 +173,7 @@ class EmbeddingNet(CollabModel):
         n_factors = positive_int(n_factors, "n_factors")
         n_users, n_items = positive_int(n_users, "n_users"), positive_int(n_items, "n_items")
         nh = positive_int(nh, "nh")
-        for name, p in (("p1", p1), ("p2", p2)):
-            if not 0 <= p < 1:
-                raise ValueError(f"{name} must be a dropout probability in [0, 1), got {p}")
+        p1, p2 = check_dropout(p1, "p1"), check_dropout(p2, "p2")
         self.min_score, self.max_score = _check_range(min_score, max_score)
         self.u, self.i = get_emb(n_users, n_factors), get_emb(n_items, n_factors)
         self.lin1, self.lin2 = nn.Linear(2 * n_factors, nh), nn.Linear(nh, 1)
