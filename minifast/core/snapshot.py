@@ -11,7 +11,7 @@ import torch
 from attrs import define
 
 from ..runtime.modules import unwrap
-from ..runtime.rng import get_rng_states, loader_rng_state, set_loader_rng_state, set_rng_states
+from ..runtime.rng import reading_state, set_reading_state
 
 __all__ = ["TrainingSnapshot"]
 
@@ -26,24 +26,20 @@ class TrainingSnapshot:
     weights: dict
     opt_state: dict
     training: bool
-    rng: dict
-    dl_rng: dict
-    dl_state: dict | None
+    reads: dict
 
     @classmethod
     def take(cls, model: torch.nn.Module, opt: torch.optim.Optimizer, dl) -> TrainingSnapshot:
-        """A copy of the model's weights and mode, the optimiser state, the RNGs, `dl`'s
-        generators (a DataLoader's own, which it advances) and its `state_dict()` (when it has
-        one)."""
+        """A copy of the model's weights and mode, the optimiser state, and `dl`'s
+        `reading_state` (the RNGs, the loader's own generators, which it advances, and its
+        `state_dict()` when it has one)."""
         m = unwrap(model)
         return cls(
             model=m, opt=opt, dl=dl,
             weights={k: v.detach().clone() for k, v in m.state_dict().items()},
             opt_state=copy.deepcopy(opt.state_dict()),
             training=m.training,
-            rng=get_rng_states(),
-            dl_rng=loader_rng_state(dl),
-            dl_state=copy.deepcopy(dl.state_dict()) if hasattr(dl, "state_dict") else None,
+            reads=reading_state(dl),
         )
 
     def restore(self) -> None:
@@ -51,7 +47,4 @@ class TrainingSnapshot:
         self.model.load_state_dict(self.weights)
         self.opt.load_state_dict(self.opt_state)
         self.model.train(self.training)
-        set_rng_states(self.rng)
-        set_loader_rng_state(self.dl, self.dl_rng)
-        if self.dl_state is not None:
-            self.dl.load_state_dict(self.dl_state)
+        set_reading_state(self.dl, self.reads)

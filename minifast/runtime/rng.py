@@ -4,6 +4,7 @@ the states a torch DataLoader draws its epoch's order from (torch's RNG and its 
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 __all__ = ["get_rng_states", "set_rng_states", "loader_generators", "loader_rng_state",
-           "set_loader_rng_state", "loader_untouched"]
+           "set_loader_rng_state", "reading_state", "set_reading_state", "loader_untouched"]
 
 
 def get_rng_states() -> dict[str, Any]:
@@ -78,18 +79,30 @@ def set_loader_rng_state(dl, state: dict[str, Any]) -> None:
         g.set_state(s.to("cpu", torch.uint8))
 
 
+def reading_state(dl) -> dict[str, Any]:
+    """What reading batches of `dl` advances: every global RNG, the loader's generators and a
+    copy of its `state_dict()` (an `ArrayLoader`'s epoch counter), for `set_reading_state`."""
+    has_state = callable(getattr(dl, "state_dict", None))
+    return {"rng": get_rng_states(), "dl_rng": loader_rng_state(dl),
+            "dl_state": copy.deepcopy(dl.state_dict()) if has_state else None}
+
+
+def set_reading_state(dl, state: dict[str, Any]) -> None:
+    """Put back what `reading_state(dl)` returned."""
+    set_rng_states(state["rng"])
+    set_loader_rng_state(dl, state["dl_rng"])
+    if state["dl_state"] is not None:
+        dl.load_state_dict(state["dl_state"])
+
+
 @contextmanager
 def loader_untouched(dl) -> Iterator[None]:
     """`with loader_untouched(dl):` read batches of `dl` (a sample, or a pass that is not
-    training) and afterwards put back every global RNG, the loader's generators and its
-    `state_dict()` (an `ArrayLoader`'s epoch counter), also on error, so the run draws what it
-    would have drawn without the block."""
-    rng, dl_rng = get_rng_states(), loader_rng_state(dl)
-    dl_state = dl.state_dict() if callable(getattr(dl, "state_dict", None)) else None
+    training) and afterwards put back its `reading_state` (every global RNG, the loader's
+    generators and `state_dict()`), also on error, so the run draws what it would have drawn
+    without the block."""
+    state = reading_state(dl)
     try:
         yield
     finally:
-        set_rng_states(rng)
-        set_loader_rng_state(dl, dl_rng)
-        if dl_state is not None:
-            dl.load_state_dict(dl_state)
+        set_reading_state(dl, state)
