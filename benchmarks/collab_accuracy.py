@@ -271,6 +271,11 @@ def fit_blend(path, train: pd.DataFrame, test: pd.DataFrame, movies: pd.DataFram
     return scores, blend
 
 
+def chosen(configs: dict, only: str | None, skip: bool = False) -> dict:
+    """`configs` (name -> settings), or only the one named `only`; none with `skip`."""
+    return {} if skip else {k: v for k, v in configs.items() if only in (None, k)}
+
+
 def surprise_kfold(n: int, k: int = 5, seed: int = 0) -> list[np.ndarray]:
     """The test rows of each fold of Surprise's `KFold(n_splits=k, random_state=seed)` over
     `n` ratings in file order (sorted within each fold)."""
@@ -300,12 +305,10 @@ def kfold5(args) -> None:
                 out[key].append(v)
         else:
             out["genres"].append(fit_genres(cf, val, genres, args.seed)[0])
-            for name, cfg in AUTORECS.items():
-                if not args.skip_autorec and args.autorec in (None, name):
-                    out[name].append(fit_autorec(cf, val, cfg, args.seed)[0])
-            for name, cfg in GLOCALS.items():
-                if not args.skip_glocal and args.glocal in (None, name):
-                    out[name].append(fit_glocal(cf, val, cfg, args.seed)[0])
+            for name, cfg in chosen(AUTORECS, args.autorec, args.skip_autorec).items():
+                out[name].append(fit_autorec(cf, val, cfg, args.seed)[0])
+            for name, cfg in chosen(GLOCALS, args.glocal, args.skip_glocal).items():
+                out[name].append(fit_glocal(cf, val, cfg, args.seed)[0])
         print(f"ml-100k 5-fold, fold {f}: " + ", ".join(f"{k} {v[-1]:.4f}" for k, v in out.items()
                                                       if v), flush=True)
     for key, v in ((k, v) for k, v in out.items() if v):
@@ -369,18 +372,16 @@ def ml100k(args) -> None:
 
 def ml100k_autorec(cf, val, args) -> None:
     """The autorec configurations (`--autorec`: only that one) on u1.test, `--seeds` seeds."""
-    for name, cfg in AUTORECS.items():
-        if args.autorec in (None, name):
-            ml100k_seeds(name, lambda seed, c=cfg: fit_autorec(cf, val, c, seed, args.verbose)[0],
-                         cfg, args)
+    for name, cfg in chosen(AUTORECS, args.autorec).items():
+        ml100k_seeds(name, lambda seed, c=cfg: fit_autorec(cf, val, c, seed, args.verbose)[0],
+                     cfg, args)
 
 
 def ml100k_glocal(cf, val, args) -> None:
     """The glocal configurations (`--glocal`: only that one) on u1.test, `--seeds` seeds."""
-    for name, cfg in GLOCALS.items():
-        if args.glocal in (None, name):
-            ml100k_seeds(name, lambda seed, c=cfg: fit_glocal(cf, val, c, seed, args.verbose)[0],
-                         cfg, args)
+    for name, cfg in chosen(GLOCALS, args.glocal).items():
+        ml100k_seeds(name, lambda seed, c=cfg: fit_glocal(cf, val, c, seed, args.verbose)[0],
+                     cfg, args)
 
 
 def ml100k_blend(path, base: pd.DataFrame, test: pd.DataFrame, args) -> None:
@@ -417,9 +418,9 @@ if __name__ == "__main__":
     ap.add_argument("--skip-glocal", action="store_true", help="kfold5: leave glocal out")
     ap.add_argument("--only-glocal", action="store_true", help="ml100k: glocal only")
     ap.add_argument("--only-blend", action="store_true", help="ml100k: the blend only")
-    ap.add_argument("--autorec", choices=["autorec", "autorec-drop"],
+    ap.add_argument("--autorec", choices=list(AUTORECS),
                     help="ml100k, kfold5: only this autorec configuration (default: both)")
-    ap.add_argument("--glocal", choices=["glocal", "glocal-drop"],
+    ap.add_argument("--glocal", choices=list(GLOCALS),
                     help="ml100k, kfold5: only this glocal configuration (default: both)")
     ap.add_argument("--skip-blend", action="store_true", help="ml100k: leave the blend out")
     ap.add_argument("--blend", action="store_true", help="kfold5: the blend and its members")
