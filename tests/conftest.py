@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
 from minifast import ColumnarModelData, get_cv_idxs
+from minifast.collab import CollabFilterDataset
 
 SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared"
 
@@ -34,6 +36,17 @@ def make_ratings(n: int = 600, n_users: int = 30, n_items: int = 20, seed: int =
     uf, if_ = rng.randn(n_users, 2), rng.randn(n_items, 2)
     y = 3 + (uf[cats[:, 0]] * if_[cats[:, 1]]).sum(1) * 0.5 + rng.randn(n) * 0.1
     return cats.astype(np.int64), y.astype(np.float32)
+
+
+def grid_cf(tmp_path, seed: int = 0):
+    """70% of a 20-user x 12-item grid rated 1-5 (low rank, raw ids 100+u / 500+i), as
+    `(CollabFilterDataset, its DataFrame u, i, r)`."""
+    rng = np.random.RandomState(seed)
+    u, i = (a.ravel() for a in np.meshgrid(np.arange(20), np.arange(12)))
+    keep = rng.rand(u.size) < 0.7
+    r = np.clip(np.round(3 + rng.randn(20)[u[keep]] * rng.randn(12)[i[keep]]), 1, 5)
+    df = pd.DataFrame({"u": u[keep] + 100, "i": i[keep] + 500, "r": r})
+    return CollabFilterDataset.from_data_frame(tmp_path, df, "u", "i", "r"), df
 
 
 @pytest.fixture

@@ -2,11 +2,10 @@
 errors for bad input, and member_predictions on real learners (fallback for unknown ids)."""
 
 import numpy as np
-import pandas as pd
 import pytest
+from conftest import grid_cf
 
 from minifast.collab import (
-    CollabFilterDataset,
     RatingBlend,
     UnknownIdError,
     autorec_learner,
@@ -71,18 +70,8 @@ def test_fit_refuses_bad_ratings_and_too_few():
         RatingBlend.fit([a], a)
 
 
-def _cf(tmp_path):
-    rng = np.random.RandomState(0)
-    u, i = np.meshgrid(np.arange(20), np.arange(12))
-    keep = rng.rand(u.size) < 0.7
-    u, i = u.ravel()[keep], i.ravel()[keep]
-    r = np.clip(np.round(3 + rng.randn(20)[u] * rng.randn(12)[i]), 1, 5)
-    df = pd.DataFrame({"u": u + 100, "i": i + 500, "r": r})
-    return CollabFilterDataset.from_data_frame(tmp_path, df, "u", "i", "r"), df
-
-
 def test_member_predictions_of_real_learners(tmp_path):
-    cf, df = _cf(tmp_path)
+    cf, df = grid_cf(tmp_path)
     val = np.arange(0, len(df), 7)
     mf = cf.get_learner(4, val, 32, seed=0)
     mf.fit(1e-2, 1, verbose=False, progress=False)
@@ -107,7 +96,7 @@ def test_member_predictions_refuses_what_cannot_predict(tmp_path):
 
 
 def test_member_predictions_without_fallback_names_the_unknown_id(tmp_path):
-    cf, df = _cf(tmp_path)
+    cf, df = grid_cf(tmp_path)
     mf = cf.get_learner(4, np.arange(0, len(df), 7), 32, seed=0)
     with pytest.raises(UnknownIdError, match="999"):
         member_predictions({"mf": mf}, [999], [500], fallback=False)

@@ -3,11 +3,11 @@ epoch and the model's seed only), train mode only, the callback the learner adds
 global kernel's input. Exact resume with it: test_collab_autorec.py."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
+from conftest import grid_cf
 
-from minifast.collab import AutoRec, CollabFilterDataset, InputDropout, autorec_learner
+from minifast.collab import AutoRec, InputDropout, autorec_learner
 from minifast.collab.glocal import GLocalK, glocal_learner
 
 
@@ -16,15 +16,6 @@ def _ratings(seed=0, shape=(30, 40), density=0.5):
     r = torch.randint(1, 6, shape, generator=g).float()
     r[torch.rand(shape, generator=g) > density] = float("nan")
     return r
-
-
-def _cf(tmp_path, seed=0):
-    rng = np.random.RandomState(seed)
-    u, i = (a.ravel() for a in np.meshgrid(np.arange(20), np.arange(12)))
-    keep = rng.rand(u.size) < 0.7
-    r = np.clip(np.round(3 + rng.randn(20)[u[keep]] * rng.randn(12)[i[keep]]), 1, 5)
-    df = pd.DataFrame({"u": u[keep] + 100, "i": i[keep] + 500, "r": r})
-    return CollabFilterDataset.from_data_frame(tmp_path, df, "u", "i", "r")
 
 
 def test_input_dropout_must_be_a_fraction():
@@ -81,7 +72,7 @@ def test_without_input_dropout_nothing_changes():
 
 
 def test_fit_draws_a_mask_each_epoch_and_drops_it_at_the_end(tmp_path):
-    cf = _cf(tmp_path)
+    cf = grid_cf(tmp_path)[0]
     val = np.arange(0, cf.n, 6)
     masks = []
 
@@ -116,5 +107,5 @@ def test_the_global_kernel_sees_the_masked_matrix(tmp_path):
 
 
 def test_glocal_learner_takes_input_dropout(tmp_path):
-    learn = glocal_learner(_cf(tmp_path), [0, 1], n_hid=4, seed=0, input_dropout=0.2)
+    learn = glocal_learner(grid_cf(tmp_path)[0], [0, 1], n_hid=4, seed=0, input_dropout=0.2)
     assert learn.model.input_dropout == 0.2
