@@ -51,7 +51,8 @@ hides 40% of the input ratings), trained 200 epochs and averaged from 101 (`gloc
 --grid 4`); `ml100k --only-glocal` and `kfold5` report both, `--glocal NAME` only one.
 
 `ml100k` ends with `blend` (`--skip-blend` leaves it out, `--only-blend` runs only it): a
-`minifast.collab.RatingBlend` of the glocal, autorec and genres configurations (`fit_blend`).
+`minifast.collab.RatingBlend` of the glocal-drop, autorec-drop and genres configurations
+(`fit_blend`).
 Its weights are least squares on a held-out 10% of u1.base (the same `get_cv_idxs` split)
 predicted by the three fitted on the other 90%; the three are then refitted on all of
 u1.base and their u1.test predictions blended with those weights. `kfold5 --blend` does the
@@ -163,7 +164,7 @@ GLOCAL = {"pre": 120, "fine": 0, "lambda_2": 20.0, "dot_scale": 1.0, "swa_start"
 # so it trains longer and averages later
 GLOCAL_DROP = {**GLOCAL, "pre": 200, "swa_start": 101, "input_dropout": 0.4}
 # the blend (`fit_blend`): its members, and where its weights come from
-BLEND = {"members": "glocal, autorec, genres", "weights": "least squares on a held-out 10%"}
+BLEND = {"members": "glocal-drop, autorec-drop, genres", "weights": "least squares on a held-out 10%"}
 GLOCALS = {"glocal": GLOCAL, "glocal-drop": GLOCAL_DROP}
 GLOCAL_GRID = [
     {**GLOCAL, "pre": 70, "fine": 15, "swa_start": None},
@@ -241,9 +242,10 @@ def fit_genres(cf, val, genres: np.ndarray, seed: int, verbose: bool = False):
 
 
 def blend_members(cf, val, movies: pd.DataFrame, seed: int) -> dict:
-    """The blend's members, each its configuration fitted on `cf` without `val`."""
-    return {"glocal": fit_glocal(cf, val, GLOCAL, seed)[3],
-            "autorec": fit_autorec(cf, val, AUTOREC, seed)[1],
+    """The blend's members, each its configuration fitted on `cf` without `val`: the best
+    of each family on the held-out split (glocal-drop, autorec-drop, genres)."""
+    return {"glocal-drop": fit_glocal(cf, val, GLOCAL_DROP, seed)[3],
+            "autorec-drop": fit_autorec(cf, val, AUTOREC_DROP, seed)[1],
             "genres": fit_genres(cf, val, genre_features(movies, cf.idx2item), seed)[1]}
 
 
@@ -385,7 +387,7 @@ def ml100k_glocal(cf, val, args) -> None:
 
 
 def ml100k_blend(path, base: pd.DataFrame, test: pd.DataFrame, args) -> None:
-    """The blend of glocal, autorec and genres (`fit_blend`) on u1.test, `--seeds` seeds."""
+    """The blend of glocal-drop, autorec-drop and genres (`fit_blend`) on u1.test, `--seeds` seeds."""
     movies = load_movies(path)
     ml100k_seeds("blend", lambda seed: fit_blend(path, base, test, movies, seed)[0]["blend"],
                  BLEND, args)
