@@ -163,9 +163,12 @@ GLOCAL = {"pre": 120, "fine": 0, "lambda_2": 20.0, "dot_scale": 1.0, "swa_start"
 # the same with input dropout (`glocal_learner(..., input_dropout=0.4)`): it overfits later,
 # so it trains longer and averages later
 GLOCAL_DROP = {**GLOCAL, "pre": 200, "swa_start": 101, "input_dropout": 0.4}
-# the blend (`fit_blend`): its members, and where its weights come from
-BLEND = {"members": "glocal-drop, autorec-drop, genres", "weights": "least squares on a held-out 10%"}
 GLOCALS = {"glocal": GLOCAL, "glocal-drop": GLOCAL_DROP}
+# the blend (`fit_blend`): its members (the best of each family held out, by their names in
+# AUTORECS and GLOCALS, and genres), and where its weights come from
+BLEND_GLOCAL, BLEND_AUTOREC = "glocal-drop", "autorec-drop"
+BLEND = {"members": f"{BLEND_GLOCAL}, {BLEND_AUTOREC}, genres",
+         "weights": "least squares on a held-out 10%"}
 GLOCAL_GRID = [
     {**GLOCAL, "pre": 70, "fine": 15, "swa_start": None},
     {**GLOCAL, "pre": 40, "fine": 20, "swa_start": None},
@@ -242,10 +245,9 @@ def fit_genres(cf, val, genres: np.ndarray, seed: int, verbose: bool = False):
 
 
 def blend_members(cf, val, movies: pd.DataFrame, seed: int) -> dict:
-    """The blend's members, each its configuration fitted on `cf` without `val`: the best
-    of each family on the held-out split (glocal-drop, autorec-drop, genres)."""
-    return {"glocal-drop": fit_glocal(cf, val, GLOCAL_DROP, seed)[3],
-            "autorec-drop": fit_autorec(cf, val, AUTOREC_DROP, seed)[1],
+    """The blend's members (`BLEND`), each its configuration fitted on `cf` without `val`."""
+    return {BLEND_GLOCAL: fit_glocal(cf, val, GLOCALS[BLEND_GLOCAL], seed)[3],
+            BLEND_AUTOREC: fit_autorec(cf, val, AUTORECS[BLEND_AUTOREC], seed)[1],
             "genres": fit_genres(cf, val, genre_features(movies, cf.idx2item), seed)[1]}
 
 
@@ -387,7 +389,7 @@ def ml100k_glocal(cf, val, args) -> None:
 
 
 def ml100k_blend(path, base: pd.DataFrame, test: pd.DataFrame, args) -> None:
-    """The blend of glocal-drop, autorec-drop and genres (`fit_blend`) on u1.test, `--seeds` seeds."""
+    """The blend (`fit_blend`, its members `BLEND`) on u1.test, `--seeds` seeds."""
     movies = load_movies(path)
     ml100k_seeds("blend", lambda seed: fit_blend(path, base, test, movies, seed)[0]["blend"],
                  BLEND, args)
