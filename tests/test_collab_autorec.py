@@ -7,12 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import grid_cf
 from resume_worker import assert_resumes_exactly, result
 
 import minifast as mf
 from minifast.collab import (
     AutoRec,
     CollabFilterDataset,
+    DistillMSE,
     KernelLayer,
     UnknownIdError,
     autorec_data,
@@ -252,3 +254,52 @@ def test_the_benchmarks_kfold5_folds_are_surprises(monkeypatch):
     theirs = [sorted(int(iid) for _, iid, _ in test) for _, test in kf.split(data)]
     ours = surprise_kfold(n, 5, 0)
     assert [f.tolist() for f in ours] == theirs  # item id == row number
+
+
+def test_distill_mse_weighs_the_teacher_where_there_is_no_rating():
+    pred = torch.tensor([[1.0, 2.0, 3.0]])
+    ratings = torch.tensor([[2.0, float("nan"), float("nan")]])
+    teacher = torch.tensor([[9.0, 4.0, 3.5]])  # its value at a rated entry is not used
+    loss = DistillMSE(0.5)(pred, torch.stack([ratings, teacher], 1))
+    assert loss.item() == pytest.approx((1.0 + 0.5 * (4.0 + 0.25)) / 1)
+    assert DistillMSE(0.5)(pred, ratings).item() == pytest.approx(masked_mse(pred, ratings).item())
+    for bad in (-1.0, float("nan"), "1"):
+        with pytest.raises(ValueError, match="teacher_weight must be a finite number >= 0"):
+            DistillMSE(bad)
+
+
+def test_autorec_data_with_a_teacher_stacks_it_beside_the_ratings(tmp_path):
+    cf, df = grid_cf(tmp_path)
+    teacher = np.random.RandomState(0).uniform(1, 5, (cf.n_items, cf.n_users))
+    data = autorec_data(cf, np.arange(0, len(df), 7), bs=cf.n_items, teacher=teacher)
+    items, target = next(iter(data.trn_dl))
+    assert target.shape == (cf.n_items, 2, cf.n_users)
+    np.testing.assert_allclose(target[:, 1].numpy(), teacher[items.numpy()], rtol=1e-6)
+    torch.testing.assert_close(target[:, 0], data.ratings[items], equal_nan=True)
+    with pytest.raises(ValueError, match="teacher must be a \\[n_items, n_users\\] = \\[12, 20\\]"):
+        autorec_data(cf, [0], teacher=teacher.T)
+    teacher[3, 4] = np.nan
+    with pytest.raises(ValueError, match=f"not finite at item {cf.idx2item[3]}, user "
+                                         f"{cf.idx2user[4]}: nan"):
+        autorec_data(cf, [0], teacher=teacher)
+
+
+@pytest.mark.parametrize("make", ["autorec", "glocal"])
+def test_a_student_learns_the_teacher_where_it_has_no_rating(tmp_path, make):
+    cf, df = grid_cf(tmp_path)
+    val = np.arange(0, len(df), 4)
+    teacher = np.full((cf.n_items, cf.n_users), 4.5, dtype=np.float32)  # says 4.5 everywhere
+
+    def held_out_mean(teacher):
+        if make == "autorec":
+            learn = autorec_learner(cf, val, 4, n_hid=8, seed=0, teacher=teacher,
+                                    teacher_weight=5.0)
+            learn.fit(3e-2, 20, verbose=False, progress=False)
+        else:
+            learn = mf.collab.glocal_learner(cf, val, n_hid=8, seed=0, teacher=teacher,
+                                             teacher_weight=5.0)
+            learn.fit(1.0, 10, verbose=False, progress=False)
+        return learn.predict_ratings(df.u.to_numpy()[val], df.i.to_numpy()[val]).mean()
+
+    plain, distilled = held_out_mean(None), held_out_mean(teacher)
+    assert distilled > plain + 0.8 and distilled == pytest.approx(4.5, abs=0.6)

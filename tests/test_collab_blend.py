@@ -114,3 +114,22 @@ def test_blends_compare_by_value():
     one, two = (RatingBlend.fit({"a": a}, 2 * a + 1) for _ in range(2))
     assert one == two and one != RatingBlend(("a",), [2.0], 0.5)
     assert one.weights == pytest.approx((2.0,)) and "RatingBlend(names=('a',)" in repr(one)
+
+
+def test_predict_matrix_is_the_blend_of_every_pair(tmp_path):
+    cf, df = grid_cf(tmp_path)
+    val = np.arange(0, len(df), 7)
+    mf = cf.get_learner(4, val, 32, seed=0)
+    mf.fit(1e-2, 1, verbose=False, progress=False)
+    ae = autorec_learner(cf, val, 8, n_hid=6, seed=0)
+    ae.fit(1e-2, 1, verbose=False, progress=False)
+    blend = RatingBlend(("ae", "mf"), [0.7, 0.4], -0.2, y_range=(1, 5))
+    out = blend.predict_matrix({"mf": mf, "ae": ae, "unused": object()}, cf, items_per_chunk=5)
+    assert out.shape == (cf.n_items, cf.n_users) and out.dtype == np.float32
+    uu, ii = np.meshgrid(cf.idx2user, cf.idx2item)
+    each = member_predictions({"mf": mf, "ae": ae}, uu.ravel(), ii.ravel())
+    np.testing.assert_allclose(out, blend.predict(each).reshape(out.shape), rtol=1e-6)
+    with pytest.raises(ValueError, match="lacks the blend's member\\(s\\) \\['mf'\\]"):
+        blend.predict_matrix({"ae": ae}, cf)
+    with pytest.raises(ValueError, match="items_per_chunk"):
+        blend.predict_matrix({"mf": mf, "ae": ae}, cf, items_per_chunk=0)

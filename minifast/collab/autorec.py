@@ -31,7 +31,7 @@ from ..learner import Learner
 from ..runtime.modules import eval_mode, unwrap
 from .ids import UnknownIdError
 
-__all__ = ["masked_mse", "KernelLayer", "AutoRec", "AutoRecData", "AutoRecLearner",
+__all__ = ["masked_mse", "DistillMSE", "KernelLayer", "AutoRec", "AutoRecData", "AutoRecLearner",
            "InputDropout", "autorec_data", "autorec_learner"]
 
 _SHRINK = 10.0  # damping of the fallback baseline's biases, as CollabFilterLearner's
@@ -43,6 +43,37 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     seen = ~torch.isnan(target)
     diff = torch.where(seen, pred - torch.nan_to_num(target), torch.zeros_like(pred))
     return (diff * diff).sum() / seen.sum().clamp(min=1)
+
+
+class DistillMSE:
+    """The loss of an AutoRec distilled from a *teacher* (a model, or a blend of models, that
+    predicted every pair; `autorec_data(..., teacher=...)`): on training targets
+    `[n, 2, n_users]` (the training ratings, NaN where unrated, and the teacher's
+    predictions) it is `(sum over rated entries of (pred - rating)^2 + weight * sum over
+    unrated ones of (pred - teacher)^2) / number of rated entries`, so the student learns the
+    teacher's predictions where it has no rating, on the scale of `masked_mse`. Validation
+    targets (`[n, n_users]`, NaN-marked) get `masked_mse`."""
+
+    def __init__(self, weight: float = 1.0):
+        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"teacher_weight must be a finite number >= 0, got {weight!r}")
+        self.weight = float(weight)
+
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if target.ndim == pred.ndim:
+            return masked_mse(pred, target)
+        ratings, teacher = target[:, 0], target[:, 1]
+        seen = ~torch.isnan(ratings)
+        goal = torch.where(seen, torch.nan_to_num(ratings), teacher)
+        w = torch.where(seen, 1.0, self.weight)
+        diff = pred - goal
+        return (w * diff * diff).sum() / seen.sum().clamp(min=1)
+
+
+def autorec_loss(teacher, teacher_weight: float) -> Callable:
+    """The AutoRec learners' loss: `masked_mse`, or with a `teacher`, `DistillMSE`."""
+    distill = DistillMSE(teacher_weight)  # checks the weight either way
+    return masked_mse if teacher is None else distill
 
 
 class KernelLayer(nn.Module):
@@ -214,12 +245,33 @@ class AutoRecData(ModelData):
     ratings: torch.Tensor | None = field(default=None, kw_only=True)
 
 
-def autorec_data(cf, val_idxs, bs: int = 64, seed: int | None = None, device=None) -> AutoRecData:
+def _teacher_matrix(cf, teacher) -> torch.Tensor:
+    """`teacher` checked: a finite `[n_items, n_users]` matrix in `cf`'s index order."""
+    t = torch.as_tensor(np.asarray(teacher, dtype=np.float32))
+    if tuple(t.shape) != (cf.n_items, cf.n_users):
+        raise ValueError(f"teacher must be a [n_items, n_users] = [{cf.n_items}, {cf.n_users}] "
+                         f"matrix of predictions (rows in cf.idx2item order, columns in "
+                         f"cf.idx2user order, e.g. RatingBlend.predict_matrix), got shape "
+                         f"{tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        i, u = (int(v) for v in torch.nonzero(~torch.isfinite(t))[0])
+        item, user = (np.asarray(ids[k]).tolist() for ids, k in ((cf.idx2item, i), (cf.idx2user, u)))
+        raise ValueError(f"teacher is not finite at item {item!r}, user {user!r}: "
+                         f"{float(t[i, u])}")
+    return t
+
+
+def autorec_data(cf, val_idxs, bs: int = 64, seed: int | None = None, device=None,
+                 teacher=None) -> AutoRecData:
     """The item-row data of `cf` (a `CollabFilterDataset`) for an `AutoRec`: training batches
     are `(item indices, target rows)` of `bs` items, shuffled, the target rows holding the
     training ratings and NaN elsewhere; the validation loader is one batch of every item with
     a rating at `val_idxs`, its targets the validation ratings (so its `masked_mse` is the
-    exact validation MSE). The training matrix is `data.ratings`."""
+    exact validation MSE). The training matrix is `data.ratings`.
+
+    `teacher` (a `[n_items, n_users]` matrix of another model's predictions for every pair,
+    in `cf`'s index order, e.g. `RatingBlend.predict_matrix`) makes the training targets
+    `[bs, 2, n_users]`: the ratings and the teacher's row, for `DistillMSE`."""
     val = check_val_idxs(val_idxs, cf.n)
     trn = np.setdiff1d(np.arange(cf.n), val)
     if len(trn) == 0:
@@ -227,7 +279,8 @@ def autorec_data(cf, val_idxs, bs: int = 64, seed: int | None = None, device=Non
     trn_m, val_m = _matrix(cf, trn), _matrix(cf, val)
     items = torch.arange(cf.n_items)
     has_val = (~torch.isnan(val_m)).any(1)
-    trn_dl = ArrayLoader(items, trn_m, batch_size=bs, shuffle=True, seed=seed, device=device)
+    targets = trn_m if teacher is None else torch.stack([trn_m, _teacher_matrix(cf, teacher)], 1)
+    trn_dl = ArrayLoader(items, targets, batch_size=bs, shuffle=True, seed=seed, device=device)
     val_dl = ArrayLoader(items[has_val], val_m[has_val], batch_size=max(int(has_val.sum()), 1),
                          device=device)
     return AutoRecData(cf.path, trn_dl, val_dl, ratings=trn_m)
@@ -295,15 +348,17 @@ class AutoRecLearner(Learner):
 def autorec_learner(cf, val_idxs, bs: int = 64, n_hid: int = 500, n_dim: int = 5,
                     n_layers: int = 2, lambda_2: float = 20.0, lambda_s: float = 0.006,
                     dropout: float = 0.0, y_range: tuple[float, float] | None = None,
-                    seed: int | None = None, input_dropout: float = 0.0,
-                    **kwargs) -> AutoRecLearner:
+                    seed: int | None = None, input_dropout: float = 0.0, teacher=None,
+                    teacher_weight: float = 1.0, **kwargs) -> AutoRecLearner:
     """An `AutoRecLearner` for `cf` (a `CollabFilterDataset`): `autorec_data(cf, val_idxs,
     bs, seed)`, an `AutoRec(n_hid, n_dim, n_layers, dropout, input_dropout=...)` seeded by
     `seed`, `masked_mse` and the `KernelPenalty(lambda_2, lambda_s)`. `y_range` (default: the
-    data's lowest and highest rating) clamps predictions. Other keyword arguments go to
-    `Learner` (`opt_fn`, `clip`, ...). Train with `fit`, e.g. `learn.fit(3e-3, 1,
-    cycle_len=60, use_clr_beta=(10, 10, 0.95, 0.85))`."""
-    data = autorec_data(cf, val_idxs, bs, seed)
+    data's lowest and highest rating) clamps predictions. `teacher` distils another model's
+    predictions of every pair into this one (`autorec_data`, `DistillMSE(teacher_weight)`).
+    Other keyword arguments go to `Learner` (`opt_fn`, `clip`, ...). Train with `fit`, e.g.
+    `learn.fit(3e-3, 1, cycle_len=60, use_clr_beta=(10, 10, 0.95, 0.85))`."""
+    loss = autorec_loss(teacher, teacher_weight)
+    data = autorec_data(cf, val_idxs, bs, seed, teacher=teacher)
     if y_range is None:
         y_range = (cf.min_score, cf.max_score)
     # a seeded model leaves the global RNG as it was
@@ -312,6 +367,6 @@ def autorec_learner(cf, val_idxs, bs: int = 64, n_hid: int = 500, n_dim: int = 5
             torch.manual_seed(seed)
         model = AutoRec(data.ratings, n_hid, n_dim, n_layers, dropout, y_range, input_dropout)
     n_ratings = int((~torch.isnan(data.ratings)).sum())
-    return AutoRecLearner(data, model, cf, crit=masked_mse,
+    return AutoRecLearner(data, model, cf, crit=loss,
                           reg_fn=KernelPenalty(model, lambda_2, lambda_s, n_ratings), **kwargs)
 

@@ -14,6 +14,9 @@ then refitted on all the training ratings and blended with those weights:
                             held.rating, y_range=(1, 5))
     # the same recipes refitted on all of `train` (`final`), then, for any pairs:
     blend.predict(member_predictions(final, users, items))
+
+`predict_matrix` gives the blend of every (item, user) pair, the teacher that distils the
+blend into one network (`glocal_learner(..., teacher=...)`, docs/collab.md, "Distilling").
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from collections.abc import Mapping
 
 import numpy as np
 from attrs import field, frozen
+
+from ..checks import positive_int
 
 __all__ = ["RatingBlend", "member_predictions"]
 
@@ -117,3 +122,24 @@ class RatingBlend:
         if self.y_range is not None:
             out = np.clip(out, *self.y_range)
         return out.astype(np.float32)
+
+    def predict_matrix(self, learners: Mapping[str, object], cf,
+                       items_per_chunk: int = 256) -> np.ndarray:
+        """The blend of `learners` (`{name: learner}`, the names fitted) for every pair of
+        `cf` (a `CollabFilterDataset`): a float32 `[n_items, n_users]` matrix, rows in
+        `cf.idx2item` order and columns in `cf.idx2user` order, ids without training ratings
+        getting each learner's fallback. It is made `items_per_chunk` items at a time, so
+        its memory is the matrix's, not that of every member's predictions at once."""
+        step = positive_int(items_per_chunk, "items_per_chunk")
+        missing = [n for n in self.names if n not in learners]
+        if missing:
+            raise ValueError(f"learners lacks the blend's member(s) {missing} (it has "
+                             f"{list(learners)})")
+        members = {n: learners[n] for n in self.names}
+        users, items = np.asarray(cf.idx2user), np.asarray(cf.idx2item)
+        out = np.empty((len(items), len(users)), dtype=np.float32)
+        for start in range(0, len(items), step):
+            uu, ii = np.meshgrid(users, items[start:start + step])
+            preds = member_predictions(members, uu.ravel(), ii.ravel())
+            out[start:start + len(ii)] = self.predict(preds).reshape(ii.shape)
+        return out

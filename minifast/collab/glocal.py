@@ -38,7 +38,7 @@ from torch import nn
 
 from ..checks import positive_int
 from ..optim import RestartingLBFGS
-from .autorec import AutoRec, AutoRecLearner, KernelPenalty, autorec_data, masked_mse
+from .autorec import AutoRec, AutoRecLearner, KernelPenalty, autorec_data, autorec_loss
 
 __all__ = ["GlobalKernel", "GLocalK", "GLocalKLearner", "glocal_learner"]
 
@@ -120,7 +120,8 @@ def glocal_learner(cf, val_idxs, n_hid: int = 500, n_dim: int = 5, n_layers: int
                    lambda_2: float = 20.0, lambda_s: float = 0.006, gk_size: int = 3,
                    dot_scale: float = 1.0, max_iter: int = 5, history_size: int = 10,
                    y_range: tuple[float, float] | None = None, seed: int | None = None,
-                   input_dropout: float = 0.0, **kwargs) -> GLocalKLearner:
+                   input_dropout: float = 0.0, teacher=None, teacher_weight: float = 1.0,
+                   **kwargs) -> GLocalKLearner:
     """A `GLocalKLearner` for `cf` (a `CollabFilterDataset`) with GLocal-K's ml-100k settings
     as defaults: a `GLocalK(n_hid, n_dim, n_layers, gk_size, dot_scale)` seeded by `seed`,
     every item in one batch (`autorec_data(cf, val_idxs, cf.n_items)`), `masked_mse` plus the
@@ -129,10 +130,12 @@ def glocal_learner(cf, val_idxs, n_hid: int = 500, n_dim: int = 5, n_layers: int
     strong-Wolfe line search, as GLocal-K's per-epoch SciPy call (`opt_fn=` another
     optimiser, e.g. `functools.partial(torch.optim.LBFGS, ...)`, whose memory lasts the whole
     fit). `y_range` (default: the data's rating range) clamps predictions; `input_dropout`
-    hides that fraction of the input ratings each epoch (`AutoRec`). Other keyword
-    arguments go to `Learner`. Train with `fit_glocal(pre_epochs, fine_epochs)`, or
+    hides that fraction of the input ratings each epoch (`AutoRec`); `teacher` distils
+    another model's predictions of every pair into this one (`autorec_data`,
+    `DistillMSE(teacher_weight)`). Other keyword arguments go to `Learner`. Train with `fit_glocal(pre_epochs, fine_epochs)`, or
     `fit(1.0, n)`, `fine_tune()`, `fit(1.0, m)`."""
-    data = autorec_data(cf, val_idxs, cf.n_items, seed)
+    loss = autorec_loss(teacher, teacher_weight)
+    data = autorec_data(cf, val_idxs, cf.n_items, seed, teacher=teacher)
     if y_range is None:
         y_range = (cf.min_score, cf.max_score)
     with contextlib.nullcontext() if seed is None else torch.random.fork_rng():
@@ -143,5 +146,5 @@ def glocal_learner(cf, val_idxs, n_hid: int = 500, n_dim: int = 5, n_layers: int
     n_ratings = int((~torch.isnan(data.ratings)).sum())
     opt_fn = kwargs.pop("opt_fn", None) or functools.partial(
         RestartingLBFGS, max_iter=max_iter, history_size=history_size)  # it checks both
-    return GLocalKLearner(data, model, cf, opt_fn=opt_fn, crit=masked_mse,
+    return GLocalKLearner(data, model, cf, opt_fn=opt_fn, crit=loss,
                           reg_fn=KernelPenalty(model, lambda_2, lambda_s, n_ratings), **kwargs)
