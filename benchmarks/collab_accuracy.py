@@ -61,6 +61,14 @@ same in each fold (the held-out 10% taken from the fold's training rows).
     python benchmarks/collab_accuracy.py ml100k --only-blend --seeds 3
     python benchmarks/collab_accuracy.py kfold5 --blend --folds 0 1 2   # a subset of folds
 
+`--distil` (with `ml100k --only-blend` or `--blend`, and `kfold5 --blend`) adds `distil`
+(`DISTIL`): one Adam AutoRec trained on the same training ratings, and, where it has none,
+taught the refitted blend's prediction of every pair (`RatingBlend.predict_matrix`,
+`autorec_learner(..., teacher=...)`). It is one network at prediction time; its training
+needs the blend's three fits.
+
+    python benchmarks/collab_accuracy.py ml100k --only-blend --distil --seeds 3
+
 `kfold5` is Surprise's `KFold(n_splits=5, random_state=0)` protocol on ml-100k's u.data,
 reproduced without Surprise (`surprise_kfold`): the rows in file order, shuffled by
 `np.random.RandomState(0).shuffle`, cut into 5 consecutive folds (the first `n % 5` one row
@@ -134,11 +142,13 @@ AUTOREC_GRID = [
 ]
 
 
-def fit_autorec(cf, val, cfg: dict, seed: int, verbose: bool = False):
-    """One `autorec_learner` run of configuration `cfg`: `(validation RMSE, the learner)`."""
+def fit_autorec(cf, val, cfg: dict, seed: int, verbose: bool = False, teacher=None):
+    """One `autorec_learner` run of configuration `cfg` (distilling `teacher`, a matrix of
+    predictions of every pair, when given): `(validation RMSE, the learner)`."""
     learn = autorec_learner(cf, val, 64, n_hid=cfg["n_hid"], lambda_2=cfg["lambda_2"],
                             dropout=cfg["dropout"], seed=seed,
-                            input_dropout=cfg.get("input_dropout", 0.0))
+                            input_dropout=cfg.get("input_dropout", 0.0), teacher=teacher,
+                            teacher_weight=cfg.get("teacher_weight", 1.0))
     r = learn.fit(cfg["lr"], 1, cycle_len=cfg["epochs"], use_clr_beta=(25, 20, 0.95, 0.85),
                   verbose=verbose, progress=False)
     return float(np.sqrt(r[0])), learn
@@ -169,6 +179,10 @@ GLOCALS = {"glocal": GLOCAL, "glocal-drop": GLOCAL_DROP}
 BLEND_GLOCAL, BLEND_AUTOREC = "glocal-drop", "autorec-drop"
 BLEND = {"members": f"{BLEND_GLOCAL}, {BLEND_AUTOREC}, genres",
          "weights": "least squares on a held-out 10%"}
+# distillation (`fit_blend(..., distil=True)`): the blend's prediction of every pair
+# (`RatingBlend.predict_matrix`) taught to one Adam AutoRec (`autorec_learner(...,
+# teacher=...)`) trained on the same ratings; chosen on the held-out split (docs/collab.md)
+DISTIL = {**AUTOREC, "epochs": 240, "teacher_weight": 1.0}
 GLOCAL_GRID = [
     {**GLOCAL, "pre": 70, "fine": 15, "swa_start": None},
     {**GLOCAL, "pre": 40, "fine": 20, "swa_start": None},
@@ -252,12 +266,14 @@ def blend_members(cf, val, movies: pd.DataFrame, seed: int) -> dict:
 
 
 def fit_blend(path, train: pd.DataFrame, test: pd.DataFrame, movies: pd.DataFrame,
-              seed: int) -> tuple[dict[str, float], RatingBlend]:
+              seed: int, distil: bool = False) -> tuple[dict[str, float], RatingBlend]:
     """The blend's protocol: the members fitted on `train` less a held-out 10%
     (`get_cv_idxs(len(train), val_pct=0.1, seed=42)`) give the held-out predictions its
     weights are fitted on (`RatingBlend.fit`, clipped to the rating range); the members
     refitted on all of `train` predict `test`. Returns `test`'s RMSE of each member and of
-    the blend (`"blend"`), and the blend."""
+    the blend (`"blend"`), and the blend. `distil`: also the `DISTIL` student's
+    (`"distil"`), one AutoRec trained on `train` and taught the refitted blend's
+    prediction of every pair."""
     hold = get_cv_idxs(len(train), val_pct=0.1, seed=42)
     cf = CollabFilterDataset.from_data_frame(path, train, "userId", "movieId", "rating")
     held = train.iloc[hold]
@@ -270,6 +286,10 @@ def fit_blend(path, train: pd.DataFrame, test: pd.DataFrame, movies: pd.DataFram
     y = test.rating.to_numpy(np.float64)
     scores = {k: float(np.sqrt(np.mean((v - y) ** 2))) for k, v in preds.items()}
     scores["blend"] = float(np.sqrt(np.mean((blend.predict(preds) - y) ** 2)))
+    if distil:
+        teacher = blend.predict_matrix(members, cf)
+        scores["distil"] = fit_autorec(cf, np.arange(len(train), len(df)), DISTIL, seed,
+                                       teacher=teacher)[0]
     print(f"  blend: intercept {blend.intercept:.3f}, weights " + ", ".join(
         f"{n} {w:.3f}" for n, w in zip(blend.names, blend.weights, strict=True)), flush=True)
     return scores, blend
@@ -292,19 +312,22 @@ def surprise_kfold(n: int, k: int = 5, seed: int = 0) -> list[np.ndarray]:
 
 def kfold5(args) -> None:
     """Surprise's KFold(n_splits=5, random_state=0) on u.data: genres, autorec and glocal RMSE
-    per fold (`--blend`: and the blend's, `fit_blend`; `--folds`: only those folds)."""
+    per fold (`--blend`: and the blend's, `fit_blend`, `--distil` with the distilled
+    AutoRec's; `--folds`: only those folds)."""
     path = _data("ml-100k", args.data)
     df = load_ratings(path)
     cf = CollabFilterDataset.from_data_frame(path, df, "userId", "movieId", "rating")
     movies = load_movies(path)
     genres = genre_features(movies, cf.idx2item)
-    out: dict[str, list[float]] = {k: [] for k in ("genres", *AUTORECS, *GLOCALS, "blend")}
+    out: dict[str, list[float]] = {k: [] for k in ("genres", *AUTORECS, *GLOCALS, "blend",
+                                                   "distil")}
     folds = surprise_kfold(len(df))
     for f in args.folds or range(len(folds)):
         val = folds[f]
         if args.blend:
             trn = np.setdiff1d(np.arange(len(df)), val)
-            scores, _ = fit_blend(path, df.iloc[trn], df.iloc[val], movies, args.seed)
+            scores, _ = fit_blend(path, df.iloc[trn], df.iloc[val], movies, args.seed,
+                                  args.distil)
             for key, v in scores.items():
                 out[key].append(v)
         else:
@@ -377,35 +400,40 @@ def ml100k(args) -> None:
 def ml100k_autorec(cf, val, args) -> None:
     """The autorec configurations (`--autorec`: only that one) on u1.test, `--seeds` seeds."""
     for name, cfg in chosen(AUTORECS, args.autorec).items():
-        ml100k_seeds(name, lambda seed, c=cfg: fit_autorec(cf, val, c, seed, args.verbose)[0],
-                     cfg, args)
+        ml100k_seeds({name: cfg}, lambda seed, n=name, c=cfg: {
+            n: fit_autorec(cf, val, c, seed, args.verbose)[0]}, args)
 
 
 def ml100k_glocal(cf, val, args) -> None:
     """The glocal configurations (`--glocal`: only that one) on u1.test, `--seeds` seeds."""
     for name, cfg in chosen(GLOCALS, args.glocal).items():
-        ml100k_seeds(name, lambda seed, c=cfg: fit_glocal(cf, val, c, seed, args.verbose)[0],
-                     cfg, args)
+        ml100k_seeds({name: cfg}, lambda seed, n=name, c=cfg: {
+            n: fit_glocal(cf, val, c, seed, args.verbose)[0]}, args)
 
 
 def ml100k_blend(path, base: pd.DataFrame, test: pd.DataFrame, args) -> None:
-    """The blend (`fit_blend`, its members `BLEND`) on u1.test, `--seeds` seeds."""
+    """The blend (`fit_blend`, its members `BLEND`) on u1.test, `--seeds` seeds (`--distil`:
+    and the distilled AutoRec, `DISTIL`, from the same runs)."""
     movies = load_movies(path)
-    ml100k_seeds("blend", lambda seed: fit_blend(path, base, test, movies, seed)[0]["blend"],
-                 BLEND, args)
+    cfgs = {"blend": BLEND, **({"distil": DISTIL} if args.distil else {})}
+    ml100k_seeds(cfgs, lambda seed: fit_blend(path, base, test, movies, seed, args.distil)[0],
+                 args)
 
 
-def ml100k_seeds(name: str, fit: Callable[[int], float], cfg: dict, args) -> None:
-    """`fit(seed)`'s u1.test RMSE for `--seeds` seeds from `--seed`: a line per seed, then
-    the mean and the worst."""
-    scores = []
+def ml100k_seeds(cfgs: dict[str, dict], fit: Callable[[int], dict[str, float]], args) -> None:
+    """`fit(seed)`'s u1.test RMSE of each configuration in `cfgs` (name -> settings) for
+    `--seeds` seeds from `--seed`: a line per seed, then the mean and the worst."""
+    scores: dict[str, list[float]] = {name: [] for name in cfgs}
     for s in range(args.seeds):
         t = time.perf_counter()
-        scores.append(fit(args.seed + s))
-        print(f"ml-100k u1: {name} config, seed {args.seed + s} ({cfg}): test RMSE "
-              f"{scores[-1]:.4f} ({time.perf_counter() - t:.0f}s)", flush=True)
-    print(f"ml-100k u1: {name} config, {len(scores)} seeds: mean {np.mean(scores):.4f}, "
-          f"worst {max(scores):.4f}")
+        got = fit(args.seed + s)
+        for name, cfg in cfgs.items():
+            scores[name].append(got[name])
+            print(f"ml-100k u1: {name} config, seed {args.seed + s} ({cfg}): test RMSE "
+                  f"{got[name]:.4f} ({time.perf_counter() - t:.0f}s)", flush=True)
+    for name, v in scores.items():
+        print(f"ml-100k u1: {name} config, {len(v)} seeds: mean {np.mean(v):.4f}, "
+              f"worst {max(v):.4f}")
 
 
 if __name__ == "__main__":
@@ -428,6 +456,8 @@ if __name__ == "__main__":
                     help="ml100k, kfold5: only this glocal configuration (default: both)")
     ap.add_argument("--skip-blend", action="store_true", help="ml100k: leave the blend out")
     ap.add_argument("--blend", action="store_true", help="kfold5: the blend and its members")
+    ap.add_argument("--distil", action="store_true",
+                    help="ml100k --only-blend, kfold5 --blend: also the distilled AutoRec")
     ap.add_argument("--folds", type=int, nargs="*", choices=range(5),
                     help="kfold5: only these folds (0-4)")
     a = ap.parse_args()
