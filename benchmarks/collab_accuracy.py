@@ -68,6 +68,7 @@ taught the refitted blend's prediction of every pair (`RatingBlend.predict_matri
 needs the blend's three fits.
 
     python benchmarks/collab_accuracy.py ml100k --only-blend --distil --seeds 3
+    python benchmarks/collab_accuracy.py distil-search    # the student's choice, u1.base only
 
 `kfold5` is Surprise's `KFold(n_splits=5, random_state=0)` protocol on ml-100k's u.data,
 reproduced without Surprise (`surprise_kfold`): the rows in file order, shuffled by
@@ -183,6 +184,17 @@ BLEND = {"members": f"{BLEND_GLOCAL}, {BLEND_AUTOREC}, genres",
 # (`RatingBlend.predict_matrix`) taught to one Adam AutoRec (`autorec_learner(...,
 # teacher=...)`) trained on the same ratings; chosen on the held-out split (docs/collab.md)
 DISTIL = {**AUTOREC, "epochs": 240, "teacher_weight": 1.0}
+# the students `distil-search` compares (`kind`: trained as autorec or as glocal)
+DISTIL_GRID = [
+    {"kind": "glocal", **GLOCAL_DROP, "teacher_weight": 1.0},
+    {"kind": "glocal", **GLOCAL_DROP, "input_dropout": 0.0, "teacher_weight": 1.0},
+    {"kind": "glocal", **GLOCAL_DROP, "pre": 400, "swa_start": 201, "teacher_weight": 1.0},
+    {"kind": "autorec", **DISTIL, "epochs": 60},
+    {"kind": "autorec", **DISTIL, "epochs": 60, "input_dropout": 0.25},
+    {"kind": "autorec", **DISTIL, "epochs": 60, "teacher_weight": 3.0},
+    {"kind": "autorec", **DISTIL, "epochs": 120},
+    {"kind": "autorec", **DISTIL},
+]
 GLOCAL_GRID = [
     {**GLOCAL, "pre": 70, "fine": 15, "swa_start": None},
     {**GLOCAL, "pre": 40, "fine": 20, "swa_start": None},
@@ -192,14 +204,16 @@ GLOCAL_GRID = [
 ]
 
 
-def fit_glocal(cf, val, cfg: dict, seed: int, verbose: bool = False, keep_best_in=None):
+def fit_glocal(cf, val, cfg: dict, seed: int, verbose: bool = False, keep_best_in=None,
+               teacher=None):
     """One `glocal_learner` run of `cfg` (`pre` epochs, `fine_tune()`, `fine` epochs at the
     constant L-BFGS step 1): `(final validation RMSE, the pre-training's validation RMSE per
     epoch, the fine-tuning's, the learner)`. With `swa_start`, pre-training averages its
     weights from epoch `swa_start` on (`use_swa`), every RMSE is the average's (NaN before
     it), and the learner's model ends holding the average (for `predict_ratings`).
     `keep_best_in` (a folder; the search only) fine-tunes from the best pre-training epoch's
-    weights, saved there, instead of the last."""
+    weights, saved there, instead of the last. `teacher` (a matrix of predictions of every
+    pair) is distilled into it (`glocal_learner(..., teacher=...)`)."""
     swa = cfg.get("swa_start")
     if swa is not None and cfg["fine"]:
         raise ValueError("collab_accuracy: fine-tuning after an averaged pre-training is not "
@@ -207,7 +221,8 @@ def fit_glocal(cf, val, cfg: dict, seed: int, verbose: bool = False, keep_best_i
                          "average)")
     learn = glocal_learner(cf, val, lambda_2=cfg["lambda_2"], dot_scale=cfg["dot_scale"],
                            seed=seed, path=keep_best_in or cf.path,
-                           input_dropout=cfg.get("input_dropout", 0.0))
+                           input_dropout=cfg.get("input_dropout", 0.0), teacher=teacher,
+                           teacher_weight=cfg.get("teacher_weight", 1.0))
     r = learn.fit(1.0, cfg["pre"], verbose=verbose, progress=False,
                   best_save_name="glocal_pre" if keep_best_in else None,
                   use_swa=swa is not None, swa_start=swa or 1, swa_eval_freq=1)
@@ -293,6 +308,39 @@ def fit_blend(path, train: pd.DataFrame, test: pd.DataFrame, movies: pd.DataFram
     print(f"  blend: intercept {blend.intercept:.3f}, weights " + ", ".join(
         f"{n} {w:.3f}" for n, w in zip(blend.names, blend.weights, strict=True)), flush=True)
     return scores, blend
+
+
+def distil_search(args) -> None:
+    """The students of `DISTIL_GRID` on u1.base only: the blend's members fitted on 90% of
+    it, the blend's weights on a random half (A) of the held-out 10%, every student trained on
+    the 90% and that blend's prediction of every pair, and scored, like the members and the
+    blend, on the other half (B), which none of them saw (`--grid`: only those students)."""
+    path = _data("ml-100k", args.data)
+    base, _ = load_ml100k_split(path, "u1")
+    movies = load_movies(path)
+    cf = CollabFilterDataset.from_data_frame(path, base, "userId", "movieId", "rating")
+    hold = get_cv_idxs(len(base), val_pct=0.1, seed=42)
+    order = np.random.RandomState(1).permutation(len(hold))
+    half_a, half_b = base.iloc[hold[order[: len(hold) // 2]]], base.iloc[hold[order[len(hold) // 2:]]]
+    members = blend_members(cf, hold, movies, args.seed)
+    blend = RatingBlend.fit(member_predictions(members, half_a.userId, half_a.movieId),
+                            half_a.rating, y_range=(cf.min_score, cf.max_score))
+    on_b = member_predictions(members, half_b.userId, half_b.movieId)
+    y = half_b.rating.to_numpy(np.float64)
+
+    def rmse(pred) -> float:
+        return float(np.sqrt(np.mean((np.asarray(pred, np.float64) - y) ** 2)))
+
+    print("u1.base held-out half B: " + ", ".join(f"{k} {rmse(v):.4f}" for k, v in on_b.items())
+          + f", blend {rmse(blend.predict(on_b)):.4f}", flush=True)
+    teacher = blend.predict_matrix(members, cf)
+    for cfg in (DISTIL_GRID[i] for i in args.grid or range(len(DISTIL_GRID))):
+        t = time.perf_counter()
+        fit = fit_glocal if cfg["kind"] == "glocal" else fit_autorec
+        student = fit(cf, hold, cfg, args.seed, args.verbose, teacher=teacher)[-1]
+        pred = student.predict_ratings(half_b.userId, half_b.movieId, fallback=True)
+        print(f"u1.base held-out half B: distil {cfg}: RMSE {rmse(pred):.4f} "
+              f"({time.perf_counter() - t:.0f}s)", flush=True)
 
 
 def chosen(configs: dict, only: str | None, skip: bool = False) -> dict:
@@ -439,12 +487,13 @@ def ml100k_seeds(cfgs: dict[str, dict], fit: Callable[[int], dict[str, float]], 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=["lesson", "ml100k", "autorec-search", "glocal-search",
-                                     "kfold5"])
+                                     "distil-search", "kfold5"])
     ap.add_argument("--data", default=None, help="MovieLens folder or name (default: shared copy)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, default=3, help="ml100k: seeds per configuration")
     ap.add_argument("--verbose", action="store_true", help="print every epoch's table")
-    ap.add_argument("--grid", type=int, nargs="*", help="glocal-search: GLOCAL_GRID indices")
+    ap.add_argument("--grid", type=int, nargs="*",
+                    help="glocal-search, distil-search: GLOCAL_GRID / DISTIL_GRID indices")
     ap.add_argument("--skip-autorec", action="store_true", help="ml100k, kfold5: leave autorec out")
     ap.add_argument("--only-autorec", action="store_true", help="ml100k: autorec only")
     ap.add_argument("--skip-glocal", action="store_true", help="kfold5: leave glocal out")
@@ -462,4 +511,5 @@ if __name__ == "__main__":
                     help="kfold5: only these folds (0-4)")
     a = ap.parse_args()
     {"lesson": lesson, "ml100k": ml100k, "autorec-search": autorec_search,
-     "glocal-search": glocal_search, "kfold5": kfold5}[a.what](a)
+     "glocal-search": glocal_search, "distil-search": distil_search,
+     "kfold5": kfold5}[a.what](a)
