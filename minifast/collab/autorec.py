@@ -51,8 +51,10 @@ class DistillMSE:
     `[n, 2, n_users]` (the training ratings, NaN where unrated, and the teacher's
     predictions) it is `(sum over rated entries of (pred - rating)^2 + weight * sum over
     unrated ones of (pred - teacher)^2) / number of rated entries`, so the student learns the
-    teacher's predictions where it has no rating, on the scale of `masked_mse`. Validation
-    targets (`[n, n_users]`, NaN-marked) get `masked_mse`."""
+    teacher's predictions where it has no rating. Dividing by the rated entries only keeps
+    the ratings' part on `masked_mse`'s scale (and `KernelPenalty`'s per-rating penalty in
+    proportion to it); the teacher's part adds to it, so the training loss reads higher than
+    a `masked_mse`. Validation targets (`[n, n_users]`, NaN-marked) get `masked_mse`."""
 
     def __init__(self, weight: float = 1.0):
         if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
