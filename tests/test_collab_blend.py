@@ -70,13 +70,20 @@ def test_fit_refuses_bad_ratings_and_too_few():
         RatingBlend.fit([a], a)
 
 
-def test_member_predictions_of_real_learners(tmp_path):
+def _two_learners(tmp_path):
+    """`(cf, df, val, mf, ae)`: a factorisation model and an AutoRec, one epoch each on
+    `grid_cf`, every 7th rating held out."""
     cf, df = grid_cf(tmp_path)
     val = np.arange(0, len(df), 7)
     mf = cf.get_learner(4, val, 32, seed=0)
     mf.fit(1e-2, 1, verbose=False, progress=False)
     ae = autorec_learner(cf, val, 8, n_hid=6, seed=0)
     ae.fit(1e-2, 1, verbose=False, progress=False)
+    return cf, df, val, mf, ae
+
+
+def test_member_predictions_of_real_learners(tmp_path):
+    cf, df, val, mf, ae = _two_learners(tmp_path)
     users, items = np.r_[df.u.to_numpy()[val], 999], np.r_[df.i.to_numpy()[val], 500]
     preds = member_predictions({"mf": mf, "ae": ae}, users, items)
     assert list(preds) == ["mf", "ae"]
@@ -117,12 +124,7 @@ def test_blends_compare_by_value():
 
 
 def test_predict_matrix_is_the_blend_of_every_pair(tmp_path):
-    cf, df = grid_cf(tmp_path)
-    val = np.arange(0, len(df), 7)
-    mf = cf.get_learner(4, val, 32, seed=0)
-    mf.fit(1e-2, 1, verbose=False, progress=False)
-    ae = autorec_learner(cf, val, 8, n_hid=6, seed=0)
-    ae.fit(1e-2, 1, verbose=False, progress=False)
+    cf, _, _, mf, ae = _two_learners(tmp_path)
     blend = RatingBlend(("ae", "mf"), [0.7, 0.4], -0.2, y_range=(1, 5))
     out = blend.predict_matrix({"mf": mf, "ae": ae, "unused": object()}, cf, items_per_chunk=5)
     assert out.shape == (cf.n_items, cf.n_users) and out.dtype == np.float32
