@@ -22,6 +22,7 @@ __all__ = [
     "check_lrs",
     "check_moms",
     "check_positive_number",
+    "check_non_negative_number",
     "check_dropout",
 ]
 
@@ -62,6 +63,14 @@ def check_positive_number(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not (
             math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)
+
+
+def check_non_negative_number(value, name: str) -> float:
+    """`value` as a float if it is a finite int or float >= 0 (a penalty or loss weight), else a
+    ValueError naming `name`."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 
 

@@ -303,3 +303,22 @@ def test_a_student_learns_the_teacher_where_it_has_no_rating(tmp_path, make):
 
     plain, distilled = held_out_mean(None), held_out_mean(teacher)
     assert distilled > plain + 0.8 and distilled == pytest.approx(4.5, abs=0.6)
+
+
+def test_one_non_negative_check_for_penalties_and_the_teacher_weight(tmp_path):
+    from minifast.checks import check_non_negative_number
+    from minifast.collab.autorec import KernelPenalty
+
+    assert check_non_negative_number(0, "w") == 0.0 and check_non_negative_number(2.5, "w") == 2.5
+    for bad in (-1.0, float("nan"), float("inf"), "1", None):
+        with pytest.raises(ValueError, match="w must be a finite number >= 0"):
+            check_non_negative_number(bad, "w")
+    model = AutoRec(torch.tensor([[1.0, float("nan")], [4.0, 2.0]]), n_hid=2)
+    for kw, name in (({"lambda_2": -1.0}, "lambda_2"), ({"lambda_s": float("nan")}, "lambda_s")):
+        args = {"lambda_2": 1.0, "lambda_s": 1.0, **kw}
+        with pytest.raises(ValueError, match=f"{name} must be a finite number >= 0"):
+            KernelPenalty(model, args["lambda_2"], args["lambda_s"], 3)
+    with pytest.raises(ValueError, match="teacher_weight must be a finite number >= 0, got -2"):
+        autorec_learner(CollabFilterDataset.from_data_frame(
+            tmp_path, pd.DataFrame({"u": [1, 2], "i": [3, 4], "r": [1.0, 5.0]}), "u", "i", "r"),
+            [0], teacher_weight=-2)

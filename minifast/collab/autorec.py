@@ -16,7 +16,6 @@ It trains with the ordinary `Learner.fit` (schedules, callbacks, checkpoints): t
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -24,7 +23,7 @@ import torch
 from attrs import define, field
 from torch import nn
 
-from ..checks import check_dropout, positive_int
+from ..checks import check_dropout, check_non_negative_number, positive_int
 from ..core.events import Callback
 from ..data import ArrayLoader, ModelData, check_val_idxs
 from ..learner import Learner
@@ -57,9 +56,7 @@ class DistillMSE:
     a `masked_mse`. Validation targets (`[n, n_users]`, NaN-marked) get `masked_mse`."""
 
     def __init__(self, weight: float = 1.0):
-        if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
-            raise ValueError(f"teacher_weight must be a finite number >= 0, got {weight!r}")
-        self.weight = float(weight)
+        self.weight = check_non_negative_number(weight, "teacher_weight")
 
     def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if target.ndim == pred.ndim:
@@ -74,8 +71,8 @@ class DistillMSE:
 
 def autorec_loss(teacher, teacher_weight: float) -> Callable:
     """The AutoRec learners' loss: `masked_mse`, or with a `teacher`, `DistillMSE`."""
-    distill = DistillMSE(teacher_weight)  # checks the weight either way
-    return masked_mse if teacher is None else distill
+    weight = check_non_negative_number(teacher_weight, "teacher_weight")
+    return masked_mse if teacher is None else DistillMSE(weight)
 
 
 class KernelLayer(nn.Module):
@@ -220,10 +217,9 @@ class KernelPenalty:
     GLocal-K's penalties on the scale of a per-rating mean squared error."""
 
     def __init__(self, model: AutoRec, lambda_2: float, lambda_s: float, n_ratings: int):
-        for name, v in (("lambda_2", lambda_2), ("lambda_s", lambda_s)):
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-        self.model, self.lambda_2, self.lambda_s = model, float(lambda_2), float(lambda_s)
+        self.model = model
+        self.lambda_2 = check_non_negative_number(lambda_2, "lambda_2")
+        self.lambda_s = check_non_negative_number(lambda_s, "lambda_s")
         self.n_ratings = int(n_ratings)
 
     def __call__(self, out, xs, loss: torch.Tensor) -> torch.Tensor:

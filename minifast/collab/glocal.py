@@ -132,8 +132,8 @@ def glocal_learner(cf, val_idxs, n_hid: int = 500, n_dim: int = 5, n_layers: int
     fit). `y_range` (default: the data's rating range) clamps predictions; `input_dropout`
     hides that fraction of the input ratings each epoch (`AutoRec`); `teacher` distils
     another model's predictions of every pair into this one (`autorec_data`,
-    `DistillMSE(teacher_weight)`). Other keyword arguments go to `Learner`. Train with `fit_glocal(pre_epochs, fine_epochs)`, or
-    `fit(1.0, n)`, `fine_tune()`, `fit(1.0, m)`."""
+    `DistillMSE(teacher_weight)`). Other keyword arguments go to `Learner`. Train with
+    `fit_glocal(pre_epochs, fine_epochs)`, or `fit(1.0, n)`, `fine_tune()`, `fit(1.0, m)`."""
     loss = autorec_loss(teacher, teacher_weight)
     data = autorec_data(cf, val_idxs, cf.n_items, seed, teacher=teacher)
     if y_range is None:
