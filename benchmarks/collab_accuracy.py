@@ -296,15 +296,15 @@ def fit_blend(path, train: pd.DataFrame, test: pd.DataFrame, movies: pd.DataFram
     blend = RatingBlend.fit(preds, held.rating, y_range=(cf.min_score, cf.max_score))
     df = pd.concat([train, test], ignore_index=True)
     cf = CollabFilterDataset.from_data_frame(path, df, "userId", "movieId", "rating")
-    members = blend_members(cf, np.arange(len(train), len(df)), movies, seed)
+    test_rows = np.arange(len(train), len(df))
+    members = blend_members(cf, test_rows, movies, seed)
     preds = member_predictions(members, test.userId, test.movieId)
     y = test.rating.to_numpy(np.float64)
     scores = {k: float(np.sqrt(np.mean((v - y) ** 2))) for k, v in preds.items()}
     scores["blend"] = float(np.sqrt(np.mean((blend.predict(preds) - y) ** 2)))
     if distil:
         teacher = blend.predict_matrix(members, cf)
-        scores["distil"] = fit_autorec(cf, np.arange(len(train), len(df)), DISTIL, seed,
-                                       teacher=teacher)[0]
+        scores["distil"] = fit_autorec(cf, test_rows, DISTIL, seed, teacher=teacher)[0]
     print(f"  blend: intercept {blend.intercept:.3f}, weights " + ", ".join(
         f"{n} {w:.3f}" for n, w in zip(blend.names, blend.weights, strict=True)), flush=True)
     return scores, blend
