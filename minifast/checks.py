@@ -67,9 +67,10 @@ def check_positive_number(value, name: str) -> float:
 
 
 def check_non_negative_number(value, name: str) -> float:
-    """`value` as a float if it is a finite int or float >= 0 (a penalty or loss weight), else a
-    ValueError naming `name`."""
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+    """`value` as a float if it is a finite number >= 0 (a penalty, a loss weight or an
+    exponent; Python or numpy scalar), else a ValueError naming `name`."""
+    if not (isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+            and math.isfinite(value) and value >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 

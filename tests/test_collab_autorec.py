@@ -310,7 +310,9 @@ def test_one_non_negative_check_for_penalties_and_the_teacher_weight(tmp_path):
     from minifast.collab.autorec import KernelPenalty
 
     assert check_non_negative_number(0, "w") == 0.0 and check_non_negative_number(2.5, "w") == 2.5
-    for bad in (-1.0, float("nan"), float("inf"), "1", None):
+    assert check_non_negative_number(np.float32(0.5), "w") == 0.5  # e.g. from a numpy grid
+    assert type(check_non_negative_number(np.int64(3), "w")) is float
+    for bad in (-1.0, float("nan"), float("inf"), "1", None, True, np.float64(-0.5)):
         with pytest.raises(ValueError, match="w must be a finite number >= 0"):
             check_non_negative_number(bad, "w")
     model = AutoRec(torch.tensor([[1.0, float("nan")], [4.0, 2.0]]), n_hid=2)

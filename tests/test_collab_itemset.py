@@ -106,7 +106,7 @@ def test_bad_arguments_are_named():
         ItemSetMF(4, 6, 9, seen=np.zeros((6, 9)))
     with pytest.raises(ValueError, match="dropout must be in"):
         ItemSetMF(4, 6, 9, seen=seen, dropout=1.0)
-    with pytest.raises(ValueError, match="alpha must be finite"):
+    with pytest.raises(ValueError, match="alpha must be a finite number >= 0"):
         ItemSetMF(4, 6, 9, seen=seen, alpha=-1.0)
 
 

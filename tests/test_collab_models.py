@@ -132,8 +132,10 @@ def test_embedding_l2_penalises_rows_of_the_batch():
     # Models without biases (EmbeddingDot) get the factor penalty only.
     d = EmbeddingDot(4, 5, 3)
     assert embedding_l2(d, 0.1)(None, [CATS], torch.tensor(0.0)) > 0
-    with pytest.raises(ValueError, match="lam"):
-        embedding_l2(m, -1.0)
+    for kw, name in (({"lam": -1.0}, "lam"), ({"bias_lam": float("nan")}, "bias_lam"),
+                     ({"feature_lam": float("inf")}, "feature_lam"), ({"lam": "0.1"}, "lam")):
+        with pytest.raises(ValueError, match=f"^{name} must be a finite number >= 0"):
+            embedding_l2(m, **{"lam": 0.1, **kw})
     with pytest.raises(ValueError, match="needs factor embeddings"):
         embedding_l2(torch.nn.Linear(2, 2), 0.1)
 
@@ -157,7 +159,7 @@ def test_embedding_l2_frequency_scaling():
         embedding_l2(m, 0.3, 0.2)(None, [CATS], torch.tensor(0.0)))
     with pytest.raises(ValueError, match="pass counts"):
         embedding_l2(m, 0.3, alpha=0.5)
-    with pytest.raises(ValueError, match="alpha"):
+    with pytest.raises(ValueError, match="alpha must be a finite number >= 0, got -1"):
         embedding_l2(m, 0.3, counts=(ucounts, icounts), alpha=-1)
     with pytest.raises(ValueError, match="user counts must be 4 integers"):
         embedding_l2(m, 0.3, counts=([1, 2], icounts), alpha=0.5)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_dropout
+from ..checks import check_dropout, check_non_negative_number
 from .interactions import Interactions
 from .models import get_emb
 from .ranking_model import ImplicitMF
@@ -49,9 +49,8 @@ class ItemSetMF(ImplicitMF):
         if (seen.n_users, seen.n_items) != (n_users, n_items):
             raise ValueError(f"seen covers {seen.n_users} users x {seen.n_items} items, the model "
                              f"{n_users} x {n_items}: pass the interactions of this data set")
-        if not (np.isfinite(alpha) and alpha >= 0):
-            raise ValueError(f"alpha must be finite and >= 0, got {alpha!r}")
-        self.alpha, self.dropout = float(alpha), check_dropout(dropout, "dropout")
+        self.alpha = check_non_negative_number(alpha, "alpha")
+        self.dropout = check_dropout(dropout, "dropout")
         self.p = get_emb(n_items, self.u.embedding_dim, 0.0, 0.0)
         counts = torch.from_numpy(seen.counts.astype(np.int64))
         self.register_buffer("indptr", torch.from_numpy(seen.indptr.astype(np.int64)))

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check_dropout, positive_int
+from ..checks import check_dropout, check_non_negative_number, positive_int
 
 __all__ = [
     "CollabModel", "EmbeddingDot", "EmbeddingDotBias", "EmbeddingDotBiasFeatures",
@@ -210,15 +210,11 @@ def embedding_l2(model: nn.Module, lam: float, bias_lam: float | None = None,
     (default `bias_lam`) times the squared norm of the feature offsets each rating uses
     (`model.feature_offsets(items)`), not frequency-scaled: its weights are shared by items.
     """
-    lam = float(lam)
-    bias_lam = lam if bias_lam is None else float(bias_lam)
-    alpha = float(alpha)
-    feature_lam = bias_lam if feature_lam is None else float(feature_lam)
-    if not all(math.isfinite(v) and v >= 0 for v in (lam, bias_lam, feature_lam)):
-        raise ValueError(f"lam, bias_lam and feature_lam must be finite and >= 0, got {lam}, "
-                         f"{bias_lam}, {feature_lam}")
-    if not (math.isfinite(alpha) and alpha >= 0):
-        raise ValueError(f"alpha must be finite and >= 0, got {alpha}")
+    lam = check_non_negative_number(lam, "lam")
+    bias_lam = lam if bias_lam is None else check_non_negative_number(bias_lam, "bias_lam")
+    feature_lam = (bias_lam if feature_lam is None
+                   else check_non_negative_number(feature_lam, "feature_lam"))
+    alpha = check_non_negative_number(alpha, "alpha")
     for name in ("u", "i"):
         if not isinstance(getattr(model, name, None), nn.Embedding):
             raise ValueError(f"embedding_l2 needs factor embeddings `.u` and `.i`; "
